@@ -1,0 +1,42 @@
+// Engine-independent tensor records: what checkpoint readers produce and writers consume.
+// Bytes are little-endian and row-major (contiguous); `read()` lets a loader pull one tensor at a
+// time from a large file instead of holding the whole checkpoint in memory twice.
+
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
+
+export const DTYPE_BYTES: Record<DType, number> = {
+  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+};
+
+export interface RawTensor {
+  dtype: DType;
+  shape: number[];
+  /** Contiguous little-endian bytes, numel(shape) * DTYPE_BYTES[dtype] long. */
+  data: Uint8Array;
+}
+
+export interface LazyTensor {
+  dtype: DType;
+  shape: number[];
+  /** Reads (and copies into a fresh buffer) the contiguous bytes of this tensor. */
+  read(): Uint8Array;
+}
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function byteLength(t: { dtype: DType; shape: readonly number[] }): number {
+  return numel(t.shape) * DTYPE_BYTES[t.dtype];
+}
+
+/** A named collection of lazily readable tensors, e.g. an opened checkpoint. */
+export interface TensorSource {
+  readonly format: 'safetensors' | 'pth';
+  readonly metadata: Record<string, string>;
+  keys(): string[];
+  get(name: string): LazyTensor | undefined;
+  close(): void;
+}
