@@ -1,0 +1,50 @@
+// Process-wide engine settings: threads, seeding, memory accounting, build information.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { native, type NativeMemory } from './native.js';
+import { randn, tidy } from './tensor.js';
+
+export function setNumThreads(n: number): void { native.setNumThreads(n); }
+export function getNumThreads(): number { return native.getNumThreads(); }
+
+// libgomp here reports 1 thread on 2-core machines; use every core unless the user said otherwise.
+if (!process.env.OMP_NUM_THREADS && !process.env.NASLORA_THREADS) native.setNumThreads(os.availableParallelism());
+else if (process.env.NASLORA_THREADS) native.setNumThreads(Number(process.env.NASLORA_THREADS));
+
+/** Seeds libtorch's generators (CPU and CUDA). */
+export function manualSeed(seed: number): void { native.manualSeed(seed); }
+
+/** Live tensor handles held by JS, and exact live/peak bytes of libtorch's CPU allocations. */
+export function memory(): NativeMemory { return native.memory(); }
+export function resetPeakMemory(): void { native.resetPeak(); }
+
+export interface EngineInfo {
+  libtorch: string;
+  buildType: string;
+  debugBuild: boolean;
+  blas: { library: string; kind: 'openblas' | 'mkl' | 'reference' | 'blis' | 'unknown' };
+  threads: number;
+  devices: string[];
+  mallocTuned: boolean;
+  parallel: string;
+}
+
+/** What the engine runs on; BLAS is read from the libraries actually mapped after a matmul. */
+export function engineInfo(): EngineInfo {
+  const i = native.info();
+  tidy(() => { const a = randn([64, 64]); a.matmul(a); });
+  let library = '';
+  try {
+    const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\n');
+    library = maps.map((l) => l.split(/\s+/).pop() ?? '').find((p) => /blas|mkl|blis/i.test(p)) ?? '';
+  } catch { /* not Linux */ }
+  const kind = /openblas/i.test(library) ? 'openblas' : /mkl/i.test(library) ? 'mkl' : /blis/i.test(library) ? 'blis'
+    : /\/blas\/libblas|libblas\.so/.test(library) ? 'reference' : 'unknown';
+  const buildType = /BUILD_TYPE=(\w+)/.exec(i.config)?.[1] ?? 'unknown';
+  return {
+    libtorch: i.version, buildType, debugBuild: /^Debug$/i.test(buildType),
+    blas: { library, kind }, threads: native.getNumThreads(),
+    devices: i.cudaAvailable ? ['cpu', 'cuda'] : ['cpu'],
+    mallocTuned: i.mallocTuned, parallel: i.parallel,
+  };
+}
