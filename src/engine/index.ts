@@ -3,7 +3,7 @@ export * from './tensor.js';
 export * from './runtime.js';
 export * as F from './functional.js';
 export type { DType } from './dtype.js';
-export { Module, ModuleList } from './nn/module.js';
+export { Module, ModuleList, ModuleDict, Empty } from './nn/module.js';
 export { Linear, Conv2d, ConvTranspose2d, LayerNorm, Embedding, kaimingUniform_, uniform_ } from './nn/layers.js';
 export { Optimizer, type OptimizerState, type ParamGroup } from './optim/optimizer.js';
 export { Adam, AdamW, type AdamHyper } from './optim/adam.js';

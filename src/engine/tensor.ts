@@ -95,7 +95,7 @@ const O = {
   logSoftmax: lookup('aten::log_softmax.int'), topk: lookup('aten::topk'), sort: lookup('aten::sort'),
   oneHot: lookup('aten::one_hot'), any: lookup('aten::any'), all: lookup('aten::all'), isnan: lookup('aten::isnan'),
   nonzero: lookup('aten::nonzero'), einsum: lookup('aten::einsum'),
-  square: lookup('aten::square'), softplus: lookup('aten::softplus'), outer: lookup('aten::outer'),
+  square: lookup('aten::square'), indexAdd: lookup('aten::index_add'), indexCopy: lookup('aten::index_copy'), softplus: lookup('aten::softplus'), outer: lookup('aten::outer'),
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -355,6 +355,9 @@ export class Tensor {
   gather(dim: number, index: Tensor): Tensor { return t1(O.gather, this.handle, dim, index.handle, false); }
   /** Advanced indexing x[i0, i1, ...] with index tensors (null = ':'). */
   index(indices: Array<Tensor | null>): Tensor { return t1(O.index, this.handle, indices.map((t) => (t ? t.handle : null))); }
+  /** Out-of-place index_add: self with source rows added at index along dim. */
+  indexAdd(dim: number, index: Tensor, source: Tensor): Tensor { return t1(O.indexAdd, this.handle, dim, index.handle, source.handle, 1); }
+  indexCopy(dim: number, index: Tensor, source: Tensor): Tensor { return t1(O.indexCopy, this.handle, dim, index.handle, source.handle); }
   scatter(dim: number, index: Tensor, src: Tensor): Tensor { return t1(O.scatter, this.handle, dim, index.handle, src.handle); }
   split(size: number | number[], dim = 0): Tensor[] {
     return typeof size === 'number' ? tN(O.split, this.handle, size, dim) : tN(O.splitSizes, this.handle, size, dim);

@@ -140,3 +140,19 @@ export class ModuleList<M extends Module = Module> extends Module {
     this.items[Number(name)] = m as M;
   }
 }
+
+/** Modules by name, like nn.ModuleDict (state-dict names are '<key>.<param>'). */
+export class ModuleDict<M extends Module = Module> extends Module {
+  readonly items = new Map<string, M>();
+  constructor(entries: Array<[string, M]>) {
+    super();
+    for (const [k, m] of entries) {
+      this.items.set(k, m);
+      this.child(k, m);
+    }
+  }
+  get(k: string): M | undefined { return this.items.get(k); }
+}
+
+/** A module without parameters, for parameter-free operations kept in a ModuleDict. */
+export class Empty extends Module {}

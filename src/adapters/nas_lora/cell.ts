@@ -1,0 +1,111 @@
+// The searchable cell between A and B: Σ_i softmax(α)_i · O_i(z) on the r-channel token map.
+// Three states: searching (all ops, α-weighted), discretized (the arg-max op alone, weight 1, the
+// others no longer computed), re-parameterized (the conv-type ops summed into one kernel).
+import { F, Module, ModuleDict, noGrad, tidy, zeros, type Tensor } from '../../engine/index.js';
+import { getOp, type CandidateOp } from './ops.js';
+
+/** One dense kernel for the conv-type ops, plus the other ops (pools) as weighted terms. */
+interface Reparam { kernel: Tensor | null; size: number; others: Array<{ op: CandidateOp; w: number }> }
+
+export class MixedCell extends Module {
+  readonly alpha: Tensor;
+  readonly ops: ModuleDict;
+  readonly candidates: CandidateOp[];
+  /** The arg-max op once discretized. */
+  derived: string | null = null;
+  reparam: Reparam | null = null;
+
+  constructor(readonly channels: number, opNames: string[]) {
+    super();
+    if (!opNames.length) throw new Error('a NAS-LoRA cell needs at least one candidate op');
+    this.candidates = opNames.map(getOp);
+    this.alpha = this.param('alpha', zeros([opNames.length]));  // α = 0: the uniform mix
+    this.ops = this.child('ops', new ModuleDict(this.candidates.map((o) => [o.name, o.build(channels)])));
+  }
+
+  /** Current mixing weights (softmax of α), or one-hot once discretized. */
+  weights(): number[] {
+    if (this.derived) return this.candidates.map((o) => (o.name === this.derived ? 1 : 0));
+    return noGrad(() => tidy(() => [...this.alpha.softmax(0).toArray()]));
+  }
+
+  forward(z: Tensor): Tensor {
+    if (this.reparam) return this.forwardReparam(z, this.reparam);
+    if (this.derived) {
+      const op = this.candidates.find((o) => o.name === this.derived)!;
+      return op.apply(z, this.ops.get(op.name)!);
+    }
+    const w = this.alpha.softmax(0);
+    let out: Tensor | null = null;
+    this.candidates.forEach((op, i) => {
+      const y = op.apply(z, this.ops.get(op.name)!).mul(w.select(0, i));
+      out = out ? out.add(y) : y;
+    });
+    return out!;
+  }
+
+  /** Keeps only the arg-max op; α and the other ops' weights stop receiving gradients. */
+  discretize(): string {
+    const w = this.weights();
+    const best = w.indexOf(Math.max(...w));
+    this.derived = this.candidates[best].name;
+    this.alpha.requiresGrad = false;
+    for (const op of this.candidates) {
+      if (op.name !== this.derived) this.ops.get(op.name)!.requiresGrad_(false);
+    }
+    return this.derived;
+  }
+
+  /**
+   * Collapses the conv-type ops (convs, dilated convs, skip) into one dense kernel, weighted as
+   * now (softmax(α), or the derived op alone). Pools stay as their own weighted terms; exact.
+   */
+  reparameterize(): void {
+    const w = this.weights();
+    const convs = this.candidates.map((o, i) => ({ o, w: w[i] })).filter(({ o, w: wi }) => o.kind === 'conv' && wi !== 0);
+    const size = Math.max(1, ...convs.map(({ o }) => o.span ?? 1));
+    const kernel = convs.length
+      ? noGrad(() => tidy(() => {
+        let k: Tensor | null = null;
+        for (const { o, w: wi } of convs) {
+          const t = o.kernel!(this.ops.get(o.name)!, this.channels, size).mul(wi);
+          k = k ? k.add(t) : t;
+        }
+        return k!;
+      })).keep()
+      : null;
+    const others = this.candidates.map((op, i) => ({ op, w: w[i] })).filter(({ op, w: wi }) => op.kind !== 'conv' && op.kind !== 'zero' && wi !== 0);
+    this.reparam?.kernel?.dispose();
+    this.reparam = { kernel, size, others };
+  }
+
+  private forwardReparam(z: Tensor, r: Reparam): Tensor {
+    let out: Tensor | null = r.kernel ? F.conv2d(z, r.kernel, null, { padding: (r.size - 1) / 2 }) : null;
+    for (const { op, w } of r.others) {
+      const y = op.apply(z, this.ops.get(op.name)!).mul(w);
+      out = out ? out.add(y) : y;
+    }
+    return out ?? z.mul(0);
+  }
+
+  /** True when every op that still contributes acts per token (the cell is an r×r matrix). */
+  isPerToken(): boolean {
+    const w = this.weights();
+    return this.candidates.every((o, i) => w[i] === 0 || o.perToken);
+  }
+
+  /** What the cell is now, for reports. */
+  describe(): { state: 'search' | 'discretized' | 'reparameterized'; derived: string | null; weights: Record<string, number> } {
+    const w = this.weights();
+    return {
+      state: this.reparam ? 'reparameterized' : this.derived ? 'discretized' : 'search',
+      derived: this.derived,
+      weights: Object.fromEntries(this.candidates.map((o, i) => [o.name, w[i]])),
+    };
+  }
+
+  override dispose(): void {
+    this.reparam?.kernel?.dispose();
+    super.dispose();
+  }
+}

@@ -1,0 +1,91 @@
+// The candidate operations of a NAS-LoRA cell, each r→r on a (batch, r, H, W) map, stride 1,
+// same padding. Adding an op is one registerOp() call.
+//
+// For re-parameterization an op declares what it is: a convolution (then `kernel` gives its exact
+// dense equivalent, zero-padded to any odd size), 'avg' / 'max' pools, or 'zero'. 'perToken' ops
+// (skip, 1×1 conv) act on each token alone, so a cell of them can fold into W0.
+import { Conv2d, Empty, F, eye, zeros, zerosLike, noGrad, tidy, type Module, type Tensor } from '../../engine/index.js';
+
+export type OpKind = 'conv' | 'avg' | 'max' | 'zero';
+
+export interface CandidateOp {
+  name: string;
+  kind: OpKind;
+  perToken: boolean;
+  build(r: number): Module;
+  apply(z: Tensor, m: Module): Tensor;
+  /** For kind 'conv': the (r, r, size, size) kernel equal to this op with padding (size−1)/2. */
+  kernel?(m: Module, r: number, size: number): Tensor;
+  /** For kind 'conv': the smallest odd dense kernel size that expresses it. */
+  span?: number;
+}
+
+export const OPS = new Map<string, CandidateOp>();
+export function registerOp(op: CandidateOp): void { OPS.set(op.name, op); }
+
+/** Places a (r, r, k, k) kernel dilated by d, centred, into a (r, r, size, size) zero kernel. */
+function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
+  return tidy(() => {
+    const [o, i, k] = w.shape;
+    const span = dilation * (k - 1) + 1;
+    if (size < span) throw new Error(`kernel of span ${span} does not fit in ${size}`);
+    const off = (size - span) / 2;
+    let out = zeros([o, i, size, size]);
+    for (let a = 0; a < k; a++) {
+      for (let b = 0; b < k; b++) {
+        const tap = w.narrow(2, a, 1).narrow(3, b, 1);  // (o, i, 1, 1)
+        const y = off + a * dilation, x = off + b * dilation;
+        out = out.add(F.pad(tap, [x, size - 1 - x, y, size - 1 - y]));
+      }
+    }
+    return out;
+  });
+}
+
+function convOp(name: string, k: number, dilation: number): CandidateOp {
+  return {
+    name, kind: 'conv', perToken: k === 1, span: dilation * (k - 1) + 1,
+    build: (r) => new Conv2d(r, r, k, { padding: (dilation * (k - 1)) / 2, dilation, bias: false }),
+    apply: (z, m) => (m as Conv2d).forward(z),
+    kernel: (m, _r, size) => embedKernel((m as Conv2d).weight, dilation, size),
+  };
+}
+
+registerOp({
+  name: 'skip', kind: 'conv', perToken: true, span: 1,
+  build: () => new Empty(),
+  apply: (z) => z,
+  kernel: (_m, r, size) => tidy(() => embedKernel(eye(r).reshape(r, r, 1, 1), 1, size)),
+});
+registerOp(convOp('conv_1x1', 1, 1));
+registerOp(convOp('conv_3x3', 3, 1));
+registerOp(convOp('conv_5x5', 5, 1));
+registerOp(convOp('dil_conv_3x3', 3, 2));
+registerOp(convOp('dil_conv_5x5', 5, 2));
+registerOp({
+  // padded cells are not counted (count_include_pad=False): linear but not a fixed kernel at the
+  // borders, so re-parameterization keeps it as its own term instead of folding it into the conv.
+  name: 'avg_pool_3x3', kind: 'avg', perToken: false,
+  build: () => new Empty(),
+  apply: (z) => F.avgPool2d(z, 3, { stride: 1, padding: 1, countIncludePad: false }),
+});
+registerOp({
+  name: 'max_pool_3x3', kind: 'max', perToken: false,
+  build: () => new Empty(),
+  apply: (z) => F.maxPool2d(z, 3, { stride: 1, padding: 1 }),  // implicit −∞ padding never wins
+});
+registerOp({
+  name: 'zero', kind: 'zero', perToken: true,
+  build: () => new Empty(),
+  apply: (z) => zerosLike(z),
+});
+
+export const DEFAULT_OPS = ['skip', 'conv_1x1', 'conv_3x3', 'conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5', 'avg_pool_3x3', 'max_pool_3x3'];
+
+export function getOp(name: string): CandidateOp {
+  const op = OPS.get(name);
+  if (!op) throw new Error(`unknown NAS-LoRA op '${name}' (known: ${[...OPS.keys()].join(', ')})`);
+  return op;
+}
+
+export { noGrad };

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// naslora's command line. Each command lives in its own module under commands/ and registers
+// itself here; errors end with a clear message and a non-zero exit, never a stack dump.
+import { Command, CommanderError } from 'commander';
+import { registerDoctor } from './commands/doctor.js';
+import { registerBench } from './commands/bench.js';
+
+const program = new Command()
+  .name('naslora')
+  .description('NAS-LoRA fine-tuning of the Segment Anything Model (SAM) on a libtorch engine')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerDoctor(program);
+registerBench(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) process.exit(e.exitCode);
+  console.error(`naslora: ${(e as Error).message}`);
+  if (process.env.NASLORA_DEBUG) console.error((e as Error).stack);
+  process.exit(1);
+}
