@@ -18,6 +18,8 @@ export abstract class AdapterLayer<O extends LayerOpts = LayerOpts> extends Modu
   /** The output slices the branch adds to (one branch per slice). */
   readonly slices: OutSlice[];
   readonly branches: LowRankBranch[];
+  /** Child names of the branches: 'adapter', or 'q' and 'v' with qvOnly. */
+  readonly branchNames: string[];
   merged = false;
 
   constructor(base: Linear, readonly opts: O) {
@@ -30,7 +32,8 @@ export abstract class AdapterLayer<O extends LayerOpts = LayerOpts> extends Modu
     if (opts.qvOnly && out % 3 !== 0) throw new Error(`qv_only needs a fused qkv layer (out ${out} is not divisible by 3)`);
     const d = out / 3;
     this.slices = opts.qvOnly ? [{ start: 0, length: d }, { start: 2 * d, length: d }] : [{ start: 0, length: out }];
-    this.branches = this.slices.map((s, i) => this.child(opts.qvOnly ? ['q', 'v'][i] : 'adapter', this.makeBranch(base.inFeatures, s.length)));
+    this.branchNames = opts.qvOnly ? ['q', 'v'] : ['adapter'];
+    this.branches = this.slices.map((s, i) => this.child(this.branchNames[i], this.makeBranch(base.inFeatures, s.length)));
   }
 
   protected abstract makeBranch(inFeatures: number, outFeatures: number): LowRankBranch;

@@ -3,13 +3,13 @@ import type { Tensor } from '../../engine/index.js';
 import { AdapterLayer, LowRankBranch, fromMap, toMap, type LayerOpts } from '../base.js';
 import { ScaleMoE } from './moe.js';
 
-export type ConvLoraOpts = LayerOpts & { experts: number; lossCoef: number };
+export type ConvLoraOpts = LayerOpts & { experts: number; lossCoef: number; noisyGating: boolean };
 
 export class ConvLoraBranch extends LowRankBranch {
   readonly moe: ScaleMoE;
-  constructor(inF: number, outF: number, rank: number, experts: number, lossCoef: number) {
+  constructor(inF: number, outF: number, rank: number, experts: number, lossCoef: number, noisy: boolean) {
     super(inF, outF, rank);
-    this.moe = this.child('moe', new ScaleMoE(rank, experts, lossCoef));
+    this.moe = this.child('moe', new ScaleMoE(rank, experts, lossCoef, noisy));
   }
   protected mid(z: Tensor): Tensor { return fromMap(this.moe.forward(toMap(z))); }
   mergeMatrix(): null { return null; }
@@ -17,7 +17,7 @@ export class ConvLoraBranch extends LowRankBranch {
 
 export class ConvLoraLayer extends AdapterLayer<ConvLoraOpts> {
   protected makeBranch(i: number, o: number): LowRankBranch {
-    return new ConvLoraBranch(i, o, this.opts.rank, this.opts.experts, this.opts.lossCoef);
+    return new ConvLoraBranch(i, o, this.opts.rank, this.opts.experts, this.opts.lossCoef, this.opts.noisyGating);
   }
   /** Sum of this layer's load-balancing losses from the last training forward. */
   auxLoss(): Tensor | null {

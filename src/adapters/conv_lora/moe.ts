@@ -40,7 +40,7 @@ export class ScaleMoE extends Module {
   /** Replaceable noise source (tests inject PyTorch's draws). */
   noise: (like: Tensor) => Tensor = randnLike;
 
-  constructor(readonly r: number, readonly numExperts: number, readonly lossCoef = 1e-2, readonly topK = 1) {
+  constructor(readonly r: number, readonly numExperts: number, readonly lossCoef = 1e-2, readonly noisy = true, readonly topK = 1) {
     super();
     this.wGate = this.param('w_gate', zeros([r, numExperts]));
     this.wNoise = this.param('w_noise', zeros([r, numExperts]));
@@ -53,7 +53,7 @@ export class ScaleMoE extends Module {
     const clean = g.matmul(this.wGate);
     let logits = clean;
     let noiseStd: Tensor | null = null;
-    if (this.training) {
+    if (this.training && this.noisy) {
       noiseStd = g.matmul(this.wNoise).softplus().add(NOISE_EPS);
       logits = clean.add(this.noise(clean).mul(noiseStd));
     }
