@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Linear, Module, ModuleList, manualSeed, noGrad, randn, tensor, tidy, type Tensor } from '../src/engine/index.js';
 import {
   AdapterLayer, ConvLoraLayer, DEFAULT_OPS, NasLoraLayer, getMethod, injectAdapters, nasCells, countByPart, setTrainable,
+  saveAdapter, loadAdapter, mergeAll,
   type AdapterConfig,
 } from '../src/adapters/index.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
@@ -225,3 +226,57 @@ for (const c of [
     holder.dispose();
   }));
 }
+
+test('adapter save/load round-trips exactly (search, discretized, re-parameterized); bad files get clear errors', () => tidy(() => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-adapter-'));
+  try {
+    for (const state of ['search', 'discretized', 'reparameterized'] as const) {
+      manualSeed(21);
+      const a = new Blocks(2, 8);
+      const c = cfg('nas-pc-lora', { pc_k: 2 });
+      const layers = injectAdapters(a, c);
+      randomizeAdapters(a);
+      for (const { cell } of nasCells(layers)) {
+        if (state !== 'search') cell.discretize();
+        if (state === 'reparameterized') cell.reparameterize();
+      }
+      setTrainable(a, ['lora', 'ops', 'alpha']);
+      a.eval();
+      const x = randn([2, 4, 5, 8]);
+      const want = a.forward(x);
+      const d = path.join(dir, state);
+      saveAdapter(d, a, c, { baseSha256: 'ab'.repeat(32) });
+      const b = new Blocks(2, 8);
+      noGrad(() => { for (const [n, p] of b.namedParameters()) p.copy_(a.stateDict().get(n)!); });  // same base weights
+      const { layers: lb } = loadAdapter(d, b, { baseSha256: 'ab'.repeat(32) });
+      b.eval();
+      assert.equal(maxRelErr(b.forward(x), want), 0, `${state}: loaded adapter differs`);
+      assert.deepEqual(nasCells(lb).map((q) => q.cell.describe().state), nasCells(layers).map((q) => q.cell.describe().state));
+      // Wrong base, wrong shapes, unknown method.
+      assert.throws(() => loadAdapter(d, new Blocks(2, 8), { baseSha256: 'cd'.repeat(32) }), /different base checkpoint/);
+      assert.throws(() => loadAdapter(d, new Blocks(2, 16)), /does not fit this model: .*shape/);
+      a.dispose(); b.dispose();
+    }
+    const cfgFile = path.join(dir, 'search', 'adapter_config.json');
+    const j = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    j.method.name = 'mystery';
+    fs.writeFileSync(cfgFile, JSON.stringify(j));
+    assert.throws(() => loadAdapter(path.join(dir, 'search'), new Blocks(2, 8)), /unknown adapter method 'mystery'/);
+    fs.writeFileSync(path.join(dir, 'search', 'adapter.safetensors'), 'garbage');
+    j.method.name = 'nas-pc-lora';
+    fs.writeFileSync(cfgFile, JSON.stringify(j));
+    assert.throws(() => loadAdapter(path.join(dir, 'search'), new Blocks(2, 8)), /not a valid safetensors file/);
+    assert.throws(() => loadAdapter(path.join(dir, 'nothing'), new Blocks(2, 8)), /not a naslora adapter folder/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}));
+
+test('merging refuses cells that keep a spatial branch, naming them', () => tidy(() => {
+  const m = new Blocks(2, 8);
+  const layers = injectAdapters(m, cfg('nas-lora'));
+  assert.throws(() => mergeAll(layers), /blocks\.0\.qkv, blocks\.1\.qkv/);
+  const c = new Blocks(1, 8);
+  assert.throws(() => mergeAll(injectAdapters(c, cfg('conv-lora'))), /keep a spatial branch/);
+  m.dispose(); c.dispose();
+}));

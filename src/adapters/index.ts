@@ -16,3 +16,4 @@ export { MixedCell } from './nas_lora/cell.js';
 export { OPS, DEFAULT_OPS, registerOp, type CandidateOp } from './nas_lora/ops.js';
 export { ConvLoraLayer, ConvLoraBranch } from './conv_lora/layer.js';
 export { ScaleMoE, ScaleExpert } from './conv_lora/moe.js';
+export * from './io.js';
