@@ -119,12 +119,23 @@ export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string
   if (cfg.base.sha256 && o.baseSha256 && cfg.base.sha256 !== o.baseSha256) {
     throw new Error(`adapter ${dir} was trained on a different base checkpoint (sha256 ${cfg.base.sha256.slice(0, 12)}…, this one is ${o.baseSha256.slice(0, 12)}…)`);
   }
-  const file = path.join(dir, ADAPTER_FILE);
-  if (!fs.existsSync(file)) throw new Error(`${dir}: ${ADAPTER_FILE} is missing`);
-  const src = openSafetensors(file);
+  if (!fs.existsSync(path.join(dir, ADAPTER_FILE))) throw new Error(`${dir}: ${ADAPTER_FILE} is missing`);
+  if (findAdapters(model).length) throw new Error('the model already has adapters');
+  const layers = injectAdapters(model, cfg.method);
+  restore(dir, cfg, model, layers);
+  return { config: cfg, layers };
+}
+
+/** Restores saved adapter tensors and cell states into a model that already has the adapters. */
+export function loadAdapterState(dir: string, model: Module): AdapterFileConfig {
+  const cfg = readAdapterConfig(dir);
+  restore(dir, cfg, model, findAdapters(model));
+  return cfg;
+}
+
+function restore(dir: string, cfg: AdapterFileConfig, model: Module, layers: InjectedLayer[]): void {
+  const src = openSafetensors(path.join(dir, ADAPTER_FILE));
   try {
-    if (findAdapters(model).length) throw new Error('the model already has adapters');
-    const layers = injectAdapters(model, cfg.method);
     const own = new Map(model.namedParameters());
     const kernels = new Map<string, string>(cfg.cells.filter((c) => c.reparameterized).map((c) => [c.path, `${c.path}.reparam_kernel`]));
     const kernelNames = new Set(kernels.values());
@@ -138,8 +149,9 @@ export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string
     }
     for (const [n] of own) if (cfg.parts.includes(partOf(n)) && !src.get(n)) problems.push(`missing tensor '${n}'`);
     if (problems.length) throw new Error(`adapter ${dir} does not fit this model: ${problems.slice(0, 10).join('; ')}${problems.length > 10 ? ` (+${problems.length - 10} more)` : ''}`);
+    const read = (k: string) => { const l = src.get(k)!; return fromRaw({ ...l, data: l.read() }).keep(); };
     const sd = new Map<string, Tensor>();
-    for (const k of src.keys()) if (!kernelNames.has(k)) { const l = src.get(k)!; sd.set(k, fromRaw({ ...l, data: l.read() }).keep()); }
+    for (const k of src.keys()) if (!kernelNames.has(k)) sd.set(k, read(k));
     model.loadStateDict(sd, false);
     for (const t of sd.values()) t.dispose();
     const cellsByPath = new Map(nasCells(layers).map((c) => [c.path, c.cell]));
@@ -147,20 +159,17 @@ export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string
       const cell = cellsByPath.get(rec.path);
       if (!cell) throw new Error(`adapter ${dir}: cell ${rec.path} is not in the model`);
       if (rec.derived) {
-        if (cell.discretize() !== rec.derived) cell.derived = rec.derived;
+        cell.discretize();
+        cell.derived = rec.derived;  // the saved choice wins over a tie in α
       }
       if (rec.reparameterized) {
-        const kName = kernels.get(rec.path)!;
-        const k = src.get(kName);
-        cell.reparameterize();
-        cell.reparam!.kernel?.dispose();
+        cell.reparam?.kernel?.dispose();
         cell.reparam = {
-          kernel: k ? fromRaw({ ...k, data: k.read() }).keep() : null, size: rec.size ?? 1,
+          kernel: src.get(kernels.get(rec.path)!) ? read(kernels.get(rec.path)!) : null, size: rec.size ?? 1,
           others: (rec.others ?? []).map(({ op, w }) => ({ op: cell.candidates.find((c) => c.name === op)!, w })),
         };
       }
     }
-    return { config: cfg, layers };
   } finally {
     src.close();
   }

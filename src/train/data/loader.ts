@@ -241,6 +241,8 @@ export interface BatchIteratorOptions extends LoaderOptions {
   /** Samples decoded/resized at once (sharp runs on libuv's thread pool). Default 4. */
   workers?: number;
   cache?: SampleCache | null;
+  /** First batch index to produce (resuming mid-epoch). */
+  startBatch?: number;
 }
 
 export function batchCount(n: number, batchSize: number, dropLast = false): number {
@@ -305,7 +307,7 @@ export async function* iterateBatches(items: readonly SampleSource[], opts: Batc
 
   const ahead = Math.max(0, opts.prefetch ?? 2);
   const pending: Array<Promise<Batch>> = [];
-  let next = 0;
+  let next = Math.max(0, opts.startBatch ?? 0);  // resume mid-epoch without decoding skipped batches
   const fill = (): void => {
     while (pending.length <= ahead && next < nb) {
       const p = loadBatch(next++);

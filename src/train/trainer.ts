@@ -1,0 +1,293 @@
+// The training loop: declarative stages (warm-up → search → fix by default), AdamW with a
+// schedule, gradient accumulation and clipping, α with its own Adam (joint or alternate), periodic
+// evaluation, atomic checkpoints and exact resume.
+//
+// Determinism: libtorch is re-seeded from (seed, step) before every step, and batches are a pure
+// function of (seed, epoch, position), so a resumed run repeats the uninterrupted run's losses.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, noGrad, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
+import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import { MetricsAggregator, type ImageMetrics } from '../eval/metrics.js';
+import type { RunConfig, StageConfig } from './config.js';
+import { batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from './data/loader.js';
+import { hashSeed } from './data/dataset.js';
+import { lossByName } from './losses.js';
+import { learningRate } from './lr.js';
+import { RunDir } from './run_dir.js';
+import { loadOptimizers, saveOptimizers, type SavedOptimizers } from './state.js';
+import type { Progress } from './progress.js';
+
+/** A segmentation model as the trainer sees it. */
+export interface SegModel {
+  module: Module;
+  /** Normalized images (B, 3, S, S), optional prompts → low-res mask logits (B, 1, h, w). */
+  forward(images: Tensor, prompts: BatchPrompts | null): Tensor;
+}
+
+export interface TrainInputs {
+  cfg: RunConfig;
+  model: SegModel;
+  layers: InjectedLayer[];
+  train: SampleSource[];
+  val: SampleSource[];
+  arch: SampleSource[];
+  runDir: string;
+  baseSha256: string | null;
+  progress: Progress;
+  resume?: boolean;
+}
+
+export interface TrainResult { steps: number; losses: number[]; best: { step: number; dice: number } | null; seconds: number; final: ImageMetrics | null }
+
+interface TrainerState {
+  step: number;
+  stage: string;
+  best: { step: number; dice: number } | null;
+  losses: number[];
+  seconds: number;
+}
+
+export interface StagePlan { stage: StageConfig; start: number; end: number }
+
+/** Stage boundaries in steps from their shares. */
+export function planStages(stages: StageConfig[], total: number): StagePlan[] {
+  let acc = 0;
+  return stages.map((s, i) => {
+    const start = Math.round(acc * total);
+    acc += s.share;
+    const end = i === stages.length - 1 ? total : Math.round(acc * total);
+    return { stage: s, start, end };
+  });
+}
+
+function partsOf(stage: StageConfig): Part[] {
+  return [...stage.train, ...(stage.optimize_alpha ? ['alpha' as const] : [])];
+}
+
+export function totalSteps(cfg: RunConfig, nTrain: number): { total: number; perEpoch: number } {
+  const perEpoch = batchCount(nTrain, cfg.data.batch_size, false);
+  const micro = cfg.train.steps !== null ? cfg.train.steps * cfg.optim.grad_accum : (cfg.train.epochs ?? 1) * perEpoch;
+  return { total: Math.max(1, Math.ceil(micro / cfg.optim.grad_accum)), perEpoch };
+}
+
+/** Endless deterministic micro-batch stream starting at global micro-batch index `from`. */
+async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number, seedTag: string): AsyncGenerator<Batch> {
+  const perEpoch = batchCount(items.length, cfg.data.batch_size, false);
+  let epoch = Math.floor(from / perEpoch);
+  let start = from % perEpoch;
+  for (;;) {
+    yield* iterateBatches(items, {
+      imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize,
+      threshold: cfg.data.threshold, augment: { hflip: cfg.data.augment.hflip, cropScale: cfg.data.augment.crop_scale },
+      batchSize: cfg.data.batch_size, seed: hashSeed(cfg.train.seed, seedTag), epoch, shuffle: true,
+      prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, startBatch: start,
+    });
+    epoch += 1;
+    start = 0;
+  }
+}
+
+function toTensors(b: Batch): { images: Tensor; masks: Tensor } {
+  return {
+    images: tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize]),
+    masks: tensor(b.masks, [b.batchSize, 1, b.labelSize, b.labelSize]),
+  };
+}
+
+/** Low-res logits → label-size logits (bilinear), as the Conv-LoRA protocol computes the loss. */
+export function upsampleLogits(lowRes: Tensor, size: number): Tensor {
+  const [, , h, w] = lowRes.shape;
+  return h === size && w === size ? lowRes : F.interpolate(lowRes, { size: [size, size], mode: 'bilinear', alignCorners: false });
+}
+
+/** Mean metrics of the model on items, at label size. */
+export async function evaluate(model: SegModel, items: SampleSource[], cfg: RunConfig, threshold: number): Promise<ImageMetrics & { count: number }> {
+  const agg = new MetricsAggregator({ threshold });
+  const L = cfg.data.label_size ?? cfg.data.image_size;
+  model.module.eval();
+  for await (const b of iterateBatches(items, {
+    imageSize: cfg.data.image_size, labelSize: L, resize: cfg.data.resize, threshold: cfg.data.threshold, augment: null,
+    batchSize: cfg.data.batch_size, shuffle: false, prefetch: cfg.data.prefetch, workers: cfg.data.num_workers,
+  })) {
+    const probs = noGrad(() => tidy(() => {
+      const { images } = toTensors(b);
+      const prompts = cfg.data.mode === 'prompted' ? batchPrompts(b, { jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : null;
+      return upsampleLogits(model.forward(images, prompts), L).sigmoid().toArray() as Float32Array;
+    }));
+    b.ids.forEach((id, k) => {
+      const n = L * L;
+      agg.add(id, probs.subarray(k * n, (k + 1) * n), Uint8Array.from(b.masks.subarray(k * n, (k + 1) * n)), L, L);
+    });
+  }
+  model.module.train();
+  return agg.mean();
+}
+
+export async function train(inp: TrainInputs): Promise<TrainResult> {
+  const { cfg, model, layers } = inp;
+  const run = new RunDir(inp.runDir);
+  const { total } = totalSteps(cfg, inp.train.length);
+  const plan = planStages(cfg.schedule.stages, total);
+  const loss = lossByName(cfg.loss);
+  const accum = cfg.optim.grad_accum;
+  const cells = nasCells(layers);
+  const alternate = cfg.schedule.alpha_optim.mode === 'alternate';
+
+  // One optimizer over everything any stage trains (parameters without a gradient are skipped),
+  // and α's own Adam, as in DARTS.
+  const named = model.module.namedParameters();
+  const stageParts = new Set(cfg.schedule.stages.flatMap((s) => s.train as Part[]));
+  const weightParams = named.filter(([n]) => stageParts.has(partOf(n)) && partOf(n) !== 'alpha').map(([, p]) => p);
+  const alphaParams = cells.map((c) => c.cell.alpha);
+  const opt = new AdamW(weightParams, { lr: cfg.optim.lr, weightDecay: cfg.optim.weight_decay, betas: cfg.optim.betas, eps: cfg.optim.eps });
+  const alphaOpt = alphaParams.length
+    ? new Adam(alphaParams, { lr: cfg.schedule.alpha_optim.lr, betas: cfg.schedule.alpha_optim.betas, weightDecay: cfg.schedule.alpha_optim.weight_decay })
+    : null;
+
+  let state: TrainerState = { step: 0, stage: '', best: null, losses: [], seconds: 0 };
+  if (inp.resume) {
+    const dir = run.findCheckpoint('last');
+    if (!dir) throw new Error(`--resume: no checkpoint in ${run.checkpointDir('last')}`);
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, 'trainer_state.json'), 'utf8')) as TrainerState & { optimizers: SavedOptimizers };
+    loadAdapterState(dir, model.module);
+    loadOptimizers(dir, saved.optimizers, { main: opt as never, alpha: alphaOpt as never });
+    state = { step: saved.step, stage: saved.stage, best: saved.best, losses: saved.losses, seconds: saved.seconds };
+    run.truncateEvents('events.jsonl', (e) => (e.step ?? 0) <= state.step);
+    run.truncateEvents('alpha_history.jsonl', (e) => (e.step ?? 0) <= state.step);
+    inp.progress.log(`resumed from ${dir} at step ${state.step}/${total}`);
+  } else {
+    run.writeJson('config.resolved.json', cfg);
+  }
+
+  const trainIt = microBatches(inp.train, cfg, state.step * accum, 'train');
+  const archIt = alternate && inp.arch.length ? microBatches(inp.arch, cfg, state.step, 'arch') : null;
+  const t0 = Date.now() - state.seconds * 1000;
+  let current: StagePlan | null = null;
+
+  const enterStage = (p: StagePlan, fresh: boolean) => {
+    current = p;
+    setTrainable(model.module, partsOf(p.stage));
+    if (fresh && p.stage.discretize_at_entry) {
+      const derived = Object.fromEntries(cells.map(({ path: cp, cell }) => [cp, cell.derived ?? cell.discretize()]));
+      run.writeJson('derived_ops.json', { step: state.step, stage: p.stage.name, derived });
+      inp.progress.log(`stage ${p.stage.name}: cells discretized: ${summarizeOps(Object.values(derived))}`);
+    }
+    // Discretized cells keep α and unused ops frozen whatever the stage says.
+    for (const { cell } of cells) if (cell.derived) cell.discretize();
+    if (fresh) run.append('events.jsonl', { type: 'stage', step: state.step, stage: p.stage.name, trainable: countByPart(model.module) });
+    inp.progress.log(`stage ${p.stage.name} (steps ${p.start}–${p.end}): training ${partsOf(p.stage).join(', ')}`);
+  };
+
+  model.module.train();
+  inp.progress.start(total, state.step);
+  for (; state.step < total; state.step++) {
+    const p = plan.find((q) => state.step >= q.start && state.step < q.end)!;
+    if (current !== p) enterStage(p, state.stage !== p.stage.name);
+    state.stage = p.stage.name;
+    manualSeed(hashSeed(cfg.train.seed, 'step', state.step));
+    const lr = learningRate(state.step, total, cfg.optim);
+    for (const g of opt.groups) g.hyper.lr = lr;
+    const searching = p.stage.optimize_alpha && alphaOpt !== null;
+
+    // Alternate (first-order DARTS): α steps on an arch batch with the weights fixed.
+    if (searching && alternate && archIt) {
+      const b = (await archIt.next()).value as Batch;
+      setTrainable(model.module, ['alpha']);
+      tidy(() => {
+        const { images, masks } = toTensors(b);
+        alphaOpt!.zeroGrad();
+        const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
+        withAux(loss(out, masks), layers).backward();
+        alphaOpt!.step();
+      });
+      setTrainable(model.module, partsOf(p.stage).filter((x) => x !== 'alpha'));
+    }
+
+    let stepLoss = 0;
+    opt.zeroGrad();
+    if (searching && !alternate) alphaOpt!.zeroGrad();
+    for (let k = 0; k < accum; k++) {
+      const b = (await trainIt.next()).value as Batch;
+      stepLoss += tidy(() => {
+        const { images, masks } = toTensors(b);
+        const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);
+        const l = withAux(loss(out, masks), layers).div(accum);
+        l.backward();
+        return l.item();
+      });
+    }
+    if (!Number.isFinite(stepLoss)) throw new Error(`loss is ${stepLoss} at step ${state.step}: lower the learning rate or check the data`);
+    const gradNorm = cfg.optim.grad_clip !== null ? clipGradNorm(opt.allParams(), cfg.optim.grad_clip) : null;
+    opt.step();
+    if (searching && !alternate) alphaOpt!.step();
+    state.losses.push(stepLoss);
+
+    const done = state.step + 1;
+    const mem = memory();
+    run.append('events.jsonl', { type: 'step', step: done, stage: p.stage.name, loss: stepLoss, lr, grad_norm: gradNorm, live_bytes: mem.liveBytes, t: (Date.now() - t0) / 1000 });
+    if (cells.length && (searching || done === total) && (done % cfg.train.log_every === 0 || done === p.end)) {
+      run.append('alpha_history.jsonl', { step: done, stage: p.stage.name, cells: Object.fromEntries(cells.map(({ path: cp, cell }) => [cp, cell.describe().weights])) });
+    }
+    inp.progress.tick(done, { loss: stepLoss, stage: p.stage.name });
+
+    const evalNow = done === total || (cfg.train.eval_every > 0 && done % evalInterval(cfg, inp.train.length) === 0);
+    let improved = false;
+    if (evalNow && inp.val.length) {
+      const m = await evaluate(model, inp.val, cfg, cfg.eval.threshold);
+      run.append('events.jsonl', { type: 'eval', step: done, split: 'val', metrics: m });
+      inp.progress.log(`step ${done}: val dice ${m.dice.toFixed(4)} iou ${m.iou.toFixed(4)}`);
+      if (!state.best || m.dice > state.best.dice) { state.best = { step: done, dice: m.dice }; improved = true; }
+    }
+    state.seconds = (Date.now() - t0) / 1000;
+    if (evalNow || done === total || done % checkpointInterval(cfg, inp.train.length) === 0) {
+      const write = (dir: string) => {
+        saveAdapter(dir, model.module, cfg.method as AdapterConfig, { parts: [...stageParts, ...(cells.length ? ['alpha' as const] : [])], baseSha256: inp.baseSha256 });
+        const optimizers = saveOptimizers(dir, { main: opt as never, alpha: alphaOpt as never });
+        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, optimizers }, null, 2));
+      };
+      run.writeCheckpoint('last', write);
+      if (improved) run.writeCheckpoint('best', write);
+    }
+  }
+  inp.progress.stop();
+  if (cells.length) {
+    const derived = Object.fromEntries(cells.map(({ path: cp, cell }) => [cp, cell.derived ?? cell.describe().weights]));
+    run.writeJson('derived_ops.json', { step: total, derived });
+  }
+  const final = inp.val.length ? (run.readJsonLines<{ type: string; metrics?: ImageMetrics }>('events.jsonl').filter((e) => e.type === 'eval').pop()?.metrics ?? null) : null;
+  opt.dispose();
+  alphaOpt?.dispose();
+  return { steps: total, losses: state.losses, best: state.best, seconds: state.seconds, final };
+}
+
+function withAux(l: Tensor, layers: InjectedLayer[]): Tensor {
+  const a = auxLoss(layers);
+  return a ? l.add(a) : l;
+}
+
+function promptsFor(b: Batch, cfg: RunConfig, index: number): BatchPrompts | null {
+  if (cfg.data.mode !== 'prompted') return null;
+  return batchPrompts(b, {
+    jitterFrac: cfg.data.prompts.box_jitter, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg,
+    seed: hashSeed(cfg.train.seed, 'prompts', index),
+  });
+}
+
+function evalInterval(cfg: RunConfig, nTrain: number): number {
+  if (cfg.train.epochs !== null) {
+    const per = Math.max(1, Math.round(batchCount(nTrain, cfg.data.batch_size) / cfg.optim.grad_accum));
+    return per * cfg.train.eval_every;
+  }
+  return cfg.train.eval_every;
+}
+
+function checkpointInterval(cfg: RunConfig, nTrain: number): number {
+  return Math.max(1, Math.min(evalInterval(cfg, nTrain), cfg.train.log_every));
+}
+
+export function summarizeOps(ops: string[]): string {
+  const c = new Map<string, number>();
+  for (const o of ops) c.set(o, (c.get(o) ?? 0) + 1);
+  return [...c.entries()].map(([o, n]) => `${o}×${n}`).join(', ');
+}
