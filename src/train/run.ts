@@ -1,0 +1,108 @@
+// One training run from a validated config: data splits, the model (a SAM checkpoint or fresh
+// weights), adapters, the stage-wise training, and a final test evaluation.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { manualSeed, type Module } from '../engine/index.js';
+import { countByPart, formatCounts, injectAdapters, setTrainable, sha256File, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/sam/sam.js';
+import { loadSamFile } from '../model/sam/build.js';
+import { segmentLogits } from '../model/sam/segment.js';
+import type { RunConfig } from './config.js';
+import { hashSeed, loadDataset, mulberry32, shuffleInPlace } from './data/dataset.js';
+import type { SampleSource } from './data/loader.js';
+import { makeSyntheticDomain } from './data/synthetic.js';
+import { evaluate, train, type SegModel, type TrainResult } from './trainer.js';
+import { makeProgress, type Progress } from './progress.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import type { ImageMetrics } from '../eval/metrics.js';
+
+export interface Splits { train: SampleSource[]; val: SampleSource[]; test: SampleSource[]; arch: SampleSource[] }
+
+/** The run's data: a folder/CSV with its splits, or a synthetic domain split by fractions. */
+export function loadSplits(cfg: RunConfig, archFrac: number): Splits {
+  if (cfg.data.synthetic) {
+    const s = cfg.data.synthetic;
+    const items = makeSyntheticDomain(s.kind, s.n, s.size, s.seed).samples;
+    const order = shuffleInPlace(items.map((_, i) => i), mulberry32(hashSeed(cfg.data.splits.seed, 'split')));
+    const [ftr, fva] = cfg.data.splits.fractions;
+    const sum = cfg.data.splits.fractions.reduce((a, b) => a + b, 0);
+    const nTr = Math.round((ftr / sum) * items.length);
+    const nVa = Math.round((fva / sum) * items.length);
+    const trainAll = order.slice(0, nTr).map((i) => items[i]);
+    const nArch = Math.round(archFrac * trainAll.length);
+    return {
+      train: trainAll.slice(nArch), arch: trainAll.slice(0, nArch),
+      val: order.slice(nTr, nTr + nVa).map((i) => items[i]), test: order.slice(nTr + nVa).map((i) => items[i]),
+    };
+  }
+  const { splits } = loadDataset(cfg.data.dir!, { seed: cfg.data.splits.seed, fractions: cfg.data.splits.fractions, archFrac, maskSuffix: cfg.data.mask_suffix });
+  return splits;
+}
+
+/** A SAM configuration by preset name or JSON file (a config object, or a file with a `config` field). */
+export function resolveSamConfig(nameOrFile: string): SamConfig {
+  if (nameOrFile in SAM_PRESETS) return SAM_PRESETS[nameOrFile as SamPresetName];
+  if (!fs.existsSync(nameOrFile)) throw new Error(`model config '${nameOrFile}' is neither a preset (${Object.keys(SAM_PRESETS).join(', ')}) nor a JSON file`);
+  const j = JSON.parse(fs.readFileSync(nameOrFile, 'utf8')) as SamConfig | { config: SamConfig };
+  return 'config' in j ? j.config : j;
+}
+
+export interface BuiltModel { sam: Sam; seg: SegModel; layers: InjectedLayer[]; baseSha256: string | null; config: SamConfig }
+
+/** SAM (from the checkpoint, or fresh weights) with the run's adapters in it. */
+export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel {
+  let sam: Sam;
+  let baseSha256: string | null = null;
+  let config: SamConfig;
+  if (cfg.model.pretrained === 'sam') {
+    const file = cfg.model.checkpoint!;
+    if (!fs.existsSync(file)) throw new Error(`model.checkpoint ${file} does not exist`);
+    const given = cfg.model.config in SAM_PRESETS || fs.existsSync(cfg.model.config) ? resolveSamConfig(cfg.model.config) : undefined;
+    const loaded = loadSamFile(file, { config: given ? { decoder_heads: given.decoder_heads } : undefined, imgSize: cfg.data.image_size });
+    sam = loaded.model;
+    config = loaded.config;
+    baseSha256 = sha256File(file);
+    if (loaded.resized.length) log(`input size ${cfg.data.image_size}: interpolated ${loaded.resized.join(', ')}`);
+  } else {
+    manualSeed(cfg.train.seed);
+    config = { ...resolveSamConfig(cfg.model.config), img_size: cfg.data.image_size };
+    sam = Sam.fromConfig(config);
+  }
+  const layers = injectAdapters(sam, cfg.method as AdapterConfig);
+  const seg: SegModel = { module: sam, forward: (images, prompts) => segmentLogits(sam, images, prompts) };
+  return { sam, seg, layers, baseSha256, config };
+}
+
+export interface RunOutcome extends TrainResult { test: (ImageMetrics & { count: number }) | null; trainable: number; runDir: string }
+
+export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progress?: Progress; runDir?: string } = {}): Promise<RunOutcome> {
+  const runDir = o.runDir ?? cfg.train.out_dir;
+  const progress = o.progress ?? makeProgress(cfg.method.name, { logEvery: cfg.train.log_every });
+  const archFrac = cfg.schedule.alpha_optim.mode === 'alternate' && cfg.schedule.stages.some((s) => s.optimize_alpha) ? cfg.data.splits.arch_frac : 0;
+  const splits = loadSplits(cfg, archFrac);
+  if (!splits.train.length) throw new Error('the training split is empty');
+  progress.log(`data: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch`);
+  const built = buildModel(cfg, (m) => progress.log(m));
+  try {
+    setTrainable(built.sam, cfg.schedule.stages[0].train as Part[]);
+    const counts = countByPart(built.sam);
+    progress.log(`method ${cfg.method.name}: ${built.layers.length} adapted layers; trainable parameters by part (first stage):\n${formatCounts(counts)}`);
+    const result = await train({
+      cfg, model: built.seg, layers: built.layers, train: splits.train, val: splits.val, arch: splits.arch,
+      runDir, baseSha256: built.baseSha256, progress, resume: o.resume,
+    });
+    const test = splits.test.length ? await evaluate(built.seg, splits.test, cfg, cfg.eval.threshold) : null;
+    const trainable = adapterParamCount(built.sam, cfg);
+    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({ method: cfg.method.name, trainable_parameters: trainable, seconds: result.seconds, best: result.best, val: result.final, test }, null, 2) + '\n');
+    return { ...result, test, trainable, runDir };
+  } finally {
+    built.sam.dispose();
+  }
+}
+
+/** Parameters the method trains over the whole schedule (any stage), α included. */
+export function adapterParamCount(model: Module, cfg: RunConfig): number {
+  const parts = new Set<Part>(cfg.schedule.stages.flatMap((s) => [...(s.train as Part[]), ...(s.optimize_alpha ? ['alpha' as const] : [])]));
+  setTrainable(model, [...parts]);
+  return countByPart(model).reduce((s, c) => s + c.trainable, 0);
+}
