@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
+import { registerData } from './commands/data.js';
 
 const program = new Command()
   .name('naslora')
@@ -14,6 +15,7 @@ const program = new Command()
 
 registerDoctor(program);
 registerBench(program);
+registerData(program);
 
 try {
   await program.parseAsync(process.argv);
