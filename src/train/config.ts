@@ -19,8 +19,9 @@ export type NasOp = (typeof NAS_OPS)[number];
 export const DEFAULT_OPS: NasOp[] = NAS_OPS.filter((o) => o !== 'zero');
 
 /** Parameter groups a stage can train: `lora` = A/B, `ops` = NAS op weights or Conv-LoRA experts+gate,
- *  `decoder` = mask decoder without the IoU head. The arch weights α are governed by optimize_alpha. */
-export const TRAIN_PARTS = ['lora', 'ops', 'decoder', 'iou_head', 'prompt_encoder'] as const;
+ *  `decoder` = mask decoder without the IoU head, `encoder` = the image encoder's own weights (full fine-tuning,
+ *  pretraining). The arch weights α are governed by optimize_alpha. */
+export const TRAIN_PARTS = ['lora', 'ops', 'decoder', 'iou_head', 'prompt_encoder', 'encoder'] as const;
 export type TrainPart = (typeof TRAIN_PARTS)[number];
 
 export const METRICS = ['dice', 'iou', 's_measure', 'e_measure', 'wf_measure', 'mae', 'ber'] as const;

@@ -75,7 +75,7 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
 
 export interface RunOutcome extends TrainResult { test: (ImageMetrics & { count: number }) | null; trainable: number; runDir: string }
 
-export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progress?: Progress; runDir?: string } = {}): Promise<RunOutcome> {
+export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progress?: Progress; runDir?: string; afterTrain?: (b: BuiltModel) => void } = {}): Promise<RunOutcome> {
   const runDir = o.runDir ?? cfg.train.out_dir;
   const progress = o.progress ?? makeProgress(cfg.method.name, { logEvery: cfg.train.log_every });
   const archFrac = cfg.schedule.alpha_optim.mode === 'alternate' && cfg.schedule.stages.some((s) => s.optimize_alpha) ? cfg.data.splits.arch_frac : 0;
@@ -92,6 +92,7 @@ export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progres
       runDir, baseSha256: built.baseSha256, progress, resume: o.resume,
     });
     const test = splits.test.length ? await evaluate(built.seg, splits.test, cfg, cfg.eval.threshold) : null;
+    o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);
     writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({ method: cfg.method.name, trainable_parameters: trainable, seconds: result.seconds, best: result.best, val: result.final, test }, null, 2) + '\n');
     return { ...result, test, trainable, runDir };
