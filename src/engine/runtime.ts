@@ -1,15 +1,15 @@
 // Process-wide engine settings: threads, seeding, memory accounting, build information.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { native, type NativeMemory } from './native.js';
 import { randn, tidy } from './tensor.js';
 
 export function setNumThreads(n: number): void { native.setNumThreads(n); }
 export function getNumThreads(): number { return native.getNumThreads(); }
 
-// libgomp here reports 1 thread on 2-core machines; use every core unless the user said otherwise.
-if (!process.env.OMP_NUM_THREADS && !process.env.NASLORA_THREADS) native.setNumThreads(os.availableParallelism());
-else if (process.env.NASLORA_THREADS) native.setNumThreads(Number(process.env.NASLORA_THREADS));
+// Intra-op threads: libtorch's own default unless NASLORA_THREADS says otherwise. (On the 2-core
+// machines here libtorch picks 1, and forcing 2 made small-model training steps 2.5x slower:
+// OpenMP fork/join costs more than the tiny kernels gain; BLAS keeps its own threads.)
+if (process.env.NASLORA_THREADS) native.setNumThreads(Number(process.env.NASLORA_THREADS));
 
 /** Seeds libtorch's generators (CPU and CUDA). */
 export function manualSeed(seed: number): void { native.manualSeed(seed); }

@@ -28,7 +28,7 @@ export async function pretrain(cfg: RunConfig, o: { progress?: Progress } = {}):
   const r = await runTraining(p, {
     progress: o.progress,
     afterTrain: (b) => {
-      writeSafetensors(checkpoint, b.sam.namedParameters().map(([n, t]) => [n, toRaw(t)]), { format: 'pt', naslora: 'pretrained' });
+      writeSafetensors(checkpoint, [...b.sam.stateDict()].map(([n, t]) => [n, toRaw(t)]), { format: 'pt', naslora: 'pretrained' });
       writeFileAtomic(path.join(out, 'model_config.json'), JSON.stringify({ config: b.config }, null, 2) + '\n');
     },
   });

@@ -33,7 +33,10 @@ export class ScaleMoE extends Module {
   readonly wGate: Tensor;
   readonly wNoise: Tensor;
   readonly experts: ModuleList<ScaleExpert>;
-  /** The load-balancing loss of the last training forward (owned by the caller's scope). */
+  /**
+   * The load-balancing loss of the last training forward. Owned by this module (forward may run
+   * inside a block's own tidy scope): replaced at the next forward, freed with the module.
+   */
   auxLoss: Tensor | null = null;
   /** Routing counts of the last forward, per expert (for reports). */
   lastLoad: number[] = [];
@@ -63,14 +66,14 @@ export class ScaleMoE extends Module {
     const kGates = topLogits.narrow(1, 0, this.topK).softmax(1);
     const gates = zerosLike(logits).scatter(1, kIdx, kGates);
 
+    this.auxLoss?.dispose();
+    this.auxLoss = null;
     if (this.training) {
       const importance = gates.sum(0);
       const load = noiseStd && this.topK < M
         ? this.probInTopK(clean, logits, noiseStd, topLogits).sum(0)
         : gates.gt(0).float().sum(0);
-      this.auxLoss = cvSquared(importance).add(cvSquared(load)).mul(this.lossCoef);
-    } else {
-      this.auxLoss = null;
+      this.auxLoss = cvSquared(importance).add(cvSquared(load)).mul(this.lossCoef).keep();
     }
 
     // Dispatch each map to its expert; add the expert output (unscaled) to the map.
@@ -84,6 +87,12 @@ export class ScaleMoE extends Module {
       out = out.indexAdd(0, idx, this.experts.at(e).forward(m.indexSelect(0, idx)));
     }
     return out;
+  }
+
+  override dispose(): void {
+    this.auxLoss?.dispose();
+    this.auxLoss = null;
+    super.dispose();
   }
 
   /** P(expert in top-k) under the gate noise (Shazeer et al. 2017), differentiable in the logits. */
