@@ -4,6 +4,9 @@
 import { Command, CommanderError } from 'commander';
 import { registerDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
+import { registerTrain } from './commands/train.js';
+import { registerEval } from './commands/eval.js';
+import { registerExport } from './commands/export.js';
 import { registerData } from './commands/data.js';
 
 const program = new Command()
@@ -15,6 +18,9 @@ const program = new Command()
 
 registerDoctor(program);
 registerBench(program);
+registerTrain(program);
+registerEval(program);
+registerExport(program);
 registerData(program);
 
 try {

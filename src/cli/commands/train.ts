@@ -1,0 +1,49 @@
+// `naslora train`, `naslora pretrain`, `naslora demo`.
+import type { Command } from 'commander';
+import { loadConfig } from '../../train/config.js';
+import { runTraining } from '../../train/run.js';
+import { pretrain } from '../../train/pretrain.js';
+import { runDemo } from '../../train/demo.js';
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+export function registerTrain(program: Command): void {
+  program
+    .command('train')
+    .description('fine-tune SAM with an adapter method (stage-wise schedule for NAS methods)')
+    .requiredOption('-c, --config <file|preset>', 'YAML run config, or a preset: nas-lora, nas-pc-lora, lora, conv-lora, decoder-only')
+    .option('--set <key=value>', 'override a config value (repeatable), e.g. --set data.dir=data/kvasir --set train.epochs=5', collect, [])
+    .option('--resume', 'continue the run in train.out_dir from checkpoints/last')
+    .action(async (o: { config: string; set: string[]; resume?: boolean }) => {
+      const cfg = loadConfig(o.config, o.set);
+      const r = await runTraining(cfg, { resume: o.resume });
+      console.error(`done: ${r.steps} steps in ${r.seconds.toFixed(1)} s; run folder ${r.runDir}`);
+      if (r.best) console.error(`best val Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
+      if (r.test) console.error(`test: Dice ${r.test.dice.toFixed(4)}, IoU ${r.test.iou.toFixed(4)} on ${r.test.count} images (metrics.json)`);
+    });
+
+  program
+    .command('pretrain')
+    .description('train a small SAM from scratch (every part), e.g. where no SAM checkpoint can be downloaded')
+    .requiredOption('-c, --config <file|preset>', 'YAML run config or preset (model.config names the SAM configuration)')
+    .option('--set <key=value>', 'override a config value (repeatable)', collect, [])
+    .action(async (o: { config: string; set: string[] }) => {
+      const cfg = loadConfig(o.config, o.set);
+      const r = await pretrain(cfg);
+      console.error(`pretrained in ${r.seconds.toFixed(1)} s: ${r.checkpoint}`);
+    });
+
+  program
+    .command('demo')
+    .description('pretrain a tiny SAM on a synthetic source domain, adapt it to a synthetic target domain with NAS-LoRA, LoRA and Conv-LoRA, and compare')
+    .option('-o, --out <dir>', 'output folder', 'runs/demo')
+    .option('--quick', 'small domains and few steps (a first look in under a minute)')
+    .option('--seed <n>', 'seed', '0')
+    .action(async (o: { out: string; quick?: boolean; seed: string }) => {
+      const t0 = Date.now();
+      const r = await runDemo({ out: o.out, quick: o.quick, seed: Number(o.seed) });
+      console.log(`\nAdaptation from the synthetic source domain to the target domain (held-out target images):\n`);
+      console.log(r.table);
+      console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s; results in ${o.out}/demo_results.md`);
+    });
+}
