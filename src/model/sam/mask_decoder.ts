@@ -1,0 +1,98 @@
+// segment_anything/modeling/mask_decoder.py: predicts masks (and their IoU) from the image
+// embedding and the prompt embeddings with the two-way transformer and hypernetwork MLPs.
+import { callOp, cat, ConvTranspose2d, Embedding, Linear, ModuleList, stack, type Tensor } from '../../engine/index.js';
+import { LayerNorm2d, SamModule, Sequential, type Activation } from './common.js';
+import type { TwoWayTransformer } from './transformer.js';
+
+export interface MaskDecoderOpts {
+  numMultimaskOutputs?: number;
+  activation?: Activation;
+  iouHeadDepth?: number;
+  iouHeadHiddenDim?: number;
+}
+
+export class MaskDecoder extends SamModule {
+  readonly numMultimaskOutputs: number;
+  readonly numMaskTokens: number;
+  iou_token: Embedding;
+  mask_tokens: Embedding;
+  output_upscaling: Sequential;
+  output_hypernetworks_mlps: ModuleList<MLP>;
+  iou_prediction_head: MLP;
+
+  constructor(readonly transformerDim: number, public transformer: TwoWayTransformer, o: MaskDecoderOpts = {}) {
+    super();
+    this.child('transformer', transformer);
+    this.numMultimaskOutputs = o.numMultimaskOutputs ?? 3;
+    const act = o.activation ?? 'gelu';
+    this.iou_token = this.child('iou_token', new Embedding(1, transformerDim));
+    this.numMaskTokens = this.numMultimaskOutputs + 1;
+    this.mask_tokens = this.child('mask_tokens', new Embedding(this.numMaskTokens, transformerDim));
+    const d4 = Math.floor(transformerDim / 4), d8 = Math.floor(transformerDim / 8);
+    this.output_upscaling = this.child('output_upscaling', new Sequential([
+      new ConvTranspose2d(transformerDim, d4, 2, 2),
+      new LayerNorm2d(d4),
+      act,
+      new ConvTranspose2d(d4, d8, 2, 2),
+      act,
+    ]));
+    this.output_hypernetworks_mlps = this.child('output_hypernetworks_mlps', new ModuleList(
+      Array.from({ length: this.numMaskTokens }, () => new MLP(transformerDim, transformerDim, d8, 3))));
+    this.iou_prediction_head = this.child('iou_prediction_head',
+      new MLP(transformerDim, o.iouHeadHiddenDim ?? 256, this.numMaskTokens, o.iouHeadDepth ?? 3));
+  }
+
+  /**
+   * Masks (B, 3 or 1, 4h, 4w) low-res logits and IoU predictions (B, 3 or 1). With
+   * multimaskOutput the three multimask tokens' masks, else the single-mask token's.
+   */
+  forward(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, multimaskOutput: boolean): [Tensor, Tensor] {
+    const [masks, iouPred] = this.predictMasks(imageEmbeddings, imagePe, sparsePromptEmbeddings, densePromptEmbeddings);
+    const [start, end] = multimaskOutput ? [1, null] : [0, 1];
+    return [masks.slice(1, start, end), iouPred.slice(1, start, end)];
+  }
+
+  /** All numMaskTokens masks and IoU predictions. */
+  predictMasks(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor): [Tensor, Tensor] {
+    // Concatenate the output tokens (IoU token, mask tokens) with the prompt tokens.
+    const outputTokens = cat([this.iou_token.weight, this.mask_tokens.weight], 0)
+      .unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1);
+    const tokens = cat([outputTokens, sparsePromptEmbeddings], 1);
+
+    // Expand the per-image data to one copy per prompt set.
+    const n = tokens.shape[0];
+    const src = repeatInterleave(imageEmbeddings, n).add(densePromptEmbeddings);
+    const posSrc = repeatInterleave(imagePe, n);
+    const [b, c, h, w] = src.shape;
+
+    const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);
+    const iouTokenOut = hs.select(1, 0);
+    const maskTokensOut = hs.slice(1, 1, 1 + this.numMaskTokens);
+
+    // Upscale the mask embeddings and predict masks with the hypernetwork outputs.
+    const upscaled = this.output_upscaling.forward(srcOut.transpose(1, 2).reshape(b, c, h, w));
+    const hyperIn = stack(this.output_hypernetworks_mlps.items.map((mlp, i) => mlp.forward(maskTokensOut.select(1, i))), 1);
+    const [ub, uc, uh, uw] = upscaled.shape;
+    const masks = hyperIn.matmul(upscaled.view(ub, uc, uh * uw)).view(ub, -1, uh, uw);
+    return [masks, this.iou_prediction_head.forward(iouTokenOut)];
+  }
+}
+
+function repeatInterleave(x: Tensor, n: number): Tensor {
+  return callOp('aten::repeat_interleave.self_int', x, n, 0, null) as Tensor;
+}
+
+/** A plain MLP: numLayers Linear layers with ReLU between them (MaskFormer's). */
+export class MLP extends SamModule {
+  layers: ModuleList<Linear>;
+  constructor(inputDim: number, hiddenDim: number, outputDim: number, readonly numLayers: number, readonly sigmoidOutput = false) {
+    super();
+    const h = Array<number>(numLayers - 1).fill(hiddenDim);
+    const ins = [inputDim, ...h], outs = [...h, outputDim];
+    this.layers = this.child('layers', new ModuleList(ins.map((n, i) => new Linear(n, outs[i]))));
+  }
+  forward(x: Tensor): Tensor {
+    this.layers.items.forEach((layer, i) => { x = i < this.numLayers - 1 ? layer.forward(x).relu() : layer.forward(x); });
+    return this.sigmoidOutput ? x.sigmoid() : x;
+  }
+}

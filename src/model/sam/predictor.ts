@@ -1,0 +1,158 @@
+// segment_anything/predictor.py: SamPredictor. Computes the image embedding once (setImage) and
+// predicts masks for prompts on it (predict, predictTorch). Inference only (no autograd).
+import { noGrad, tensor, tidy, type Tensor } from '../../engine/index.js';
+import { applyBoxes, applyCoords, resizeImageU8 } from './transforms.js';
+import type { Sam } from './sam.js';
+
+export interface PredictOptions {
+  /** Points (x, y) in original-image pixels. */
+  pointCoords?: ReadonlyArray<readonly [number, number]>;
+  /** Per point: 1 foreground, 0 background, -1 padding (ignored). */
+  pointLabels?: ArrayLike<number>;
+  /** x0, y0, x1, y1 in original-image pixels. */
+  box?: readonly [number, number, number, number];
+  /** Low-res logits of an earlier prediction (one mask, 4h×4w, e.g. 256×256 for SAM). */
+  maskInput?: Float32Array | Tensor;
+  /** Three masks (true) or one (false). Default true. */
+  multimaskOutput?: boolean;
+  /** Also return the upscaled logits. */
+  returnLogits?: boolean;
+}
+
+export interface Prediction {
+  /** Number of masks (3 or 1), and the original image size. */
+  count: number;
+  height: number;
+  width: number;
+  /** count×height×width, 1 where the logit > 0 (SAM's mask threshold). */
+  masks: Uint8Array;
+  /** count×height×width logits, with returnLogits. */
+  maskLogits?: Float32Array;
+  /** count predicted IoUs. */
+  iouPredictions: Float32Array;
+  /** count×lowResSize[0]×lowResSize[1] logits (feed one back as maskInput). */
+  lowResLogits: Float32Array;
+  lowResSize: [number, number];
+}
+
+export interface PredictTorchOptions {
+  /** (B, N, 2) in the resized (input) frame; apply transforms.applyCoords first. */
+  pointCoords?: Tensor;
+  /** (B, N) */
+  pointLabels?: Tensor;
+  /** (B, 4) in the resized frame. */
+  boxes?: Tensor;
+  /** (B, 1, 4h, 4w) low-res logits. */
+  maskInput?: Tensor;
+  multimaskOutput?: boolean;
+  returnLogits?: boolean;
+}
+
+export interface TorchPrediction {
+  /** (B, C, H, W): bool masks, or logits with returnLogits. */
+  masks: Tensor;
+  iouPredictions: Tensor;
+  lowResLogits: Tensor;
+}
+
+export class SamPredictor {
+  /** (1, C, h, w) embedding of the current image. */
+  private features: Tensor | null = null;
+  /** (h, w) of the image before / after ResizeLongestSide. */
+  originalSize: [number, number] | null = null;
+  inputSize: [number, number] | null = null;
+
+  constructor(readonly model: Sam) {}
+
+  get isImageSet(): boolean { return this.features !== null; }
+
+  /** Sets the image (uint8, HWC, RGB) and computes its embedding. */
+  setImage(image: Uint8Array, height: number, width: number): void {
+    if (image.length !== height * width * 3) throw new Error(`setImage: ${image.length} bytes is not a ${height}×${width} RGB image`);
+    const resized = resizeImageU8({ data: image, width, height, channels: 3 }, this.model.imgSize);
+    tidy(() => {
+      const t = tensor(resized.data, [1, resized.height, resized.width, 3], { dtype: 'uint8' }).permute(0, 3, 1, 2).contiguous();
+      this.setTorchImage(t, [height, width]);
+    });
+  }
+
+  /** Sets an already resized image (1, 3, h, w), longest side = model.imgSize. */
+  setTorchImage(transformedImage: Tensor, originalSize: [number, number]): void {
+    const s = transformedImage.shape;
+    if (s.length !== 4 || s[1] !== 3 || Math.max(s[2], s[3]) !== this.model.imgSize) {
+      throw new Error(`setTorchImage: input must be (B, 3, h, w) with long side ${this.model.imgSize}, got [${s}]`);
+    }
+    this.resetImage();
+    this.originalSize = [...originalSize];
+    this.inputSize = [s[2], s[3]];
+    this.features = noGrad(() => tidy(() => this.model.image_encoder.forward(this.model.preprocess(transformedImage)))).keep();
+  }
+
+  /** The (1, C, h, w) image embedding (owned by the predictor). */
+  getImageEmbedding(): Tensor {
+    if (!this.features) throw new Error('an image must be set with setImage() before the embedding can be returned');
+    return this.features;
+  }
+
+  /** Masks for one prompt set, in original-image coordinates; plain arrays out. */
+  predict(o: PredictOptions = {}): Prediction {
+    const [oh, ow] = this.need();
+    return tidy(() => {
+      let pointCoords: Tensor | undefined, pointLabels: Tensor | undefined, boxes: Tensor | undefined, maskInput: Tensor | undefined;
+      if (o.pointCoords) {
+        if (!o.pointLabels || o.pointLabels.length !== o.pointCoords.length) throw new Error('point_labels must be supplied with point_coords, one per point');
+        const c = applyCoords(o.pointCoords.flat(), [oh, ow], this.model.imgSize);
+        pointCoords = tensor(Float32Array.from(c), [1, o.pointCoords.length, 2]);
+        pointLabels = tensor(Int32Array.from(o.pointLabels), [1, o.pointLabels.length]);
+      }
+      if (o.box) boxes = tensor(Float32Array.from(applyBoxes(o.box, [oh, ow], this.model.imgSize)), [1, 4]);
+      if (o.maskInput) {
+        const [mh, mw] = this.model.prompt_encoder.maskInputSize;
+        maskInput = o.maskInput instanceof Float32Array ? tensor(o.maskInput, [1, 1, mh, mw]) : o.maskInput.reshape(1, 1, mh, mw);
+      }
+      const r = this.predictTorch({ pointCoords, pointLabels, boxes, maskInput, multimaskOutput: o.multimaskOutput ?? true, returnLogits: true });
+      const logits = r.masks.select(0, 0);
+      const low = r.lowResLogits.select(0, 0);
+      return {
+        count: logits.shape[0], height: oh, width: ow,
+        masks: logits.gt(this.model.maskThreshold).toBytes(),
+        maskLogits: o.returnLogits ? logits.toFloat32Array() : undefined,
+        iouPredictions: r.iouPredictions.select(0, 0).toFloat32Array(),
+        lowResLogits: low.toFloat32Array(),
+        lowResSize: [low.shape[1], low.shape[2]] as [number, number],
+      };
+    });
+  }
+
+  /**
+   * Masks for a batch of B prompt sets at once (e.g. several boxes), inputs already in the
+   * resized frame. Without a box, point prompts get a padding point.
+   */
+  predictTorch(o: PredictTorchOptions): TorchPrediction {
+    const [oh, ow] = this.need();
+    if ((o.pointCoords === undefined) !== (o.pointLabels === undefined)) throw new Error('pointCoords and pointLabels go together');
+    return noGrad(() => tidy(() => {
+      const m = this.model;
+      const points = o.pointCoords ? { coords: o.pointCoords, labels: o.pointLabels! } : null;
+      const [sparse, dense] = m.prompt_encoder.forward(points, o.boxes ?? null, o.maskInput ?? null);
+      const [lowRes, iou] = m.mask_decoder.forward(this.features!, m.prompt_encoder.getDensePe(), sparse, dense, o.multimaskOutput ?? true);
+      const logits = m.postprocessMasks(lowRes, this.inputSize!, [oh, ow]);
+      return { masks: o.returnLogits ? logits : logits.gt(m.maskThreshold), iouPredictions: iou, lowResLogits: lowRes };
+    }));
+  }
+
+  /** Frees the embedding. */
+  resetImage(): void {
+    this.features?.dispose();
+    this.features = null;
+    this.originalSize = null;
+    this.inputSize = null;
+  }
+
+  dispose(): void { this.resetImage(); }
+
+  private need(): [number, number] {
+    if (!this.features || !this.originalSize) throw new Error('an image must be set with setImage() before mask prediction');
+    return this.originalSize;
+  }
+}
