@@ -4,6 +4,9 @@ import { printRows, type BenchRow } from '../../../bench/common.js';
 
 const SUITES: Record<string, () => Promise<BenchRow[]>> = {
   engine: async () => (await import('../../../bench/engine.js')).benchEngine(),
+  sam: async () => (await import('../../../bench/sam.js')).benchSam(),
+  adapters: async () => (await import('../../../bench/adapters.js')).benchAdapters(),
+  train: async () => (await import('../../../bench/train.js')).benchTrain(),
 };
 
 export function registerBench(program: Command): void {
