@@ -45,15 +45,17 @@ export class MaskDecoder extends SamModule {
   /**
    * Masks (B, 3 or 1, 4h, 4w) low-res logits and IoU predictions (B, 3 or 1). With
    * multimaskOutput the three multimask tokens' masks, else the single-mask token's.
+   * batchedImages: imageEmbeddings holds one image per prompt set (fine-tuning on a batch of
+   * images), instead of one image shared by every prompt set (the predictor).
    */
-  forward(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, multimaskOutput: boolean): [Tensor, Tensor] {
-    const [masks, iouPred] = this.predictMasks(imageEmbeddings, imagePe, sparsePromptEmbeddings, densePromptEmbeddings);
+  forward(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, multimaskOutput: boolean, batchedImages = false): [Tensor, Tensor] {
+    const [masks, iouPred] = this.predictMasks(imageEmbeddings, imagePe, sparsePromptEmbeddings, densePromptEmbeddings, batchedImages);
     const [start, end] = multimaskOutput ? [1, null] : [0, 1];
     return [masks.slice(1, start, end), iouPred.slice(1, start, end)];
   }
 
   /** All numMaskTokens masks and IoU predictions. */
-  predictMasks(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor): [Tensor, Tensor] {
+  predictMasks(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, batchedImages = false): [Tensor, Tensor] {
     // Concatenate the output tokens (IoU token, mask tokens) with the prompt tokens.
     const outputTokens = cat([this.iou_token.weight, this.mask_tokens.weight], 0)
       .unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1);
@@ -61,8 +63,9 @@ export class MaskDecoder extends SamModule {
 
     // Expand the per-image data to one copy per prompt set.
     const n = tokens.shape[0];
-    const src = repeatInterleave(imageEmbeddings, n).add(densePromptEmbeddings);
-    const posSrc = repeatInterleave(imagePe, n);
+    if (batchedImages && imageEmbeddings.shape[0] !== n) throw new Error(`batchedImages: ${imageEmbeddings.shape[0]} images for ${n} prompt sets`);
+    const src = (batchedImages ? imageEmbeddings : repeatInterleave(imageEmbeddings, n)).add(densePromptEmbeddings);
+    const posSrc = batchedImages ? imagePe.expand(n, -1, -1, -1) : repeatInterleave(imagePe, n);
     const [b, c, h, w] = src.shape;
 
     const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);

@@ -16,6 +16,11 @@ export function segmentLogits(sam: Sam, images: Tensor, prompts: ImagePrompts | 
   const B = images.shape[0];
   const emb = sam.image_encoder.forward(images);
   const pe = sam.prompt_encoder.getDensePe();
+  if (!prompts?.boxes && !prompts?.pointLabels) {
+    // Prompt-free: every image has the same (empty) prompt, so the decoder runs on the whole batch.
+    const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
+    return sam.mask_decoder.forward(emb, pe, sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1), false, true)[0];
+  }
   const out: Tensor[] = [];
   const n = prompts?.pointLabels ? prompts.pointLabels.length / B : 0;
   for (let i = 0; i < B; i++) {
