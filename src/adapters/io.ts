@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tensor, type Module, type Tensor } from '../engine/index.js';
+import { tensor, tidy, type Module, type Tensor } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { DType, RawTensor } from '../io/raw.js';
@@ -44,7 +44,7 @@ export function sha256File(file: string): string {
 }
 
 export function toRaw(t: Tensor): RawTensor {
-  return { dtype: t.dtype, shape: t.shape, data: t.contiguous().toBytes() };
+  return tidy(() => ({ dtype: t.dtype, shape: t.shape, data: t.contiguous().toBytes() }));
 }
 
 export function fromRaw(r: { dtype: DType; shape: number[]; data: Uint8Array }): Tensor {

@@ -102,9 +102,20 @@ const O = {
 // Scopes.
 
 const scopes: Tensor[][] = [];
+// NASLORA_TRACK_TENSORS=1 records where each live tensor was created (see liveTensorSites()).
+const sites: Map<Handle, string> | null = process.env.NASLORA_TRACK_TENSORS ? new Map() : null;
 const finalizer = new FinalizationRegistry<Handle>((h) => {
   native.release(h);
+  sites?.delete(h);
 });
+
+/** With NASLORA_TRACK_TENSORS=1: live tensors counted by creation site (for finding leaks). */
+export function liveTensorSites(top = 10): Array<{ count: number; site: string }> {
+  if (!sites) throw new Error('set NASLORA_TRACK_TENSORS=1 to record tensor creation sites');
+  const c = new Map<string, number>();
+  for (const s of sites.values()) c.set(s, (c.get(s) ?? 0) + 1);
+  return [...c.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([site, count]) => ({ count, site }));
+}
 
 /** Runs fn; every tensor created inside that is not part of its result is disposed. */
 export function tidy<T>(fn: () => T): T {
@@ -172,6 +183,7 @@ export class Tensor {
   constructor(h: Handle) {
     this.#h = h;
     finalizer.register(this, h, this);
+    sites?.set(h, new Error().stack!.split('\n').slice(2, 7).join('\n'));
     if (scopes.length) scopes[scopes.length - 1].push(this);
   }
 
@@ -189,6 +201,7 @@ export class Tensor {
     if (Number.isNaN(this.#h)) return;
     finalizer.unregister(this);
     native.release(this.#h);
+    sites?.delete(this.#h);
     this.#h = NaN;
   }
 
