@@ -280,3 +280,24 @@ test('merging refuses cells that keep a spatial branch, naming them', () => tidy
   assert.throws(() => mergeAll(injectAdapters(c, cfg('conv-lora'))), /keep a spatial branch/);
   m.dispose(); c.dispose();
 }));
+
+test('search-mode conv fusion computes the same cell output and gradients as op-by-op', () => tidy(() => {
+  manualSeed(31);
+  const m = new Blocks(1, 8);
+  const [{ layer }] = injectAdapters(m, cfg('nas-lora'));
+  randomizeAdapters(m);
+  const cell = (layer as NasLoraLayer).cells()[0];
+  const z = randn([5, 4, 9, 7]);
+  const run = (fuse: boolean) => {
+    cell.fuseConvs = fuse;
+    for (const p of m.parameters()) p.grad = null;
+    const y = cell.forward(z);
+    y.square().sum().backward();
+    return { y, grads: cell.namedParameters().map(([n, p]) => [n, p.grad!] as const) };
+  };
+  const a = run(false);
+  const b = run(true);
+  assert.ok(maxRelErr(b.y, a.y) <= 1e-5);
+  a.grads.forEach(([n, g], i) => assert.ok(maxRelErr(b.grads[i][1], g) <= 1e-5, `${n} gradient differs`));
+  m.dispose();
+}));

@@ -2,7 +2,7 @@
 // Three states: searching (all ops, α-weighted), discretized (the arg-max op alone, weight 1, the
 // others no longer computed), re-parameterized (the conv-type ops summed into one kernel).
 import { F, Module, ModuleDict, noGrad, tidy, zeros, type Tensor } from '../../engine/index.js';
-import { getOp, type CandidateOp } from './ops.js';
+import { embedKernel, getOp, type CandidateOp } from './ops.js';
 
 /** One dense kernel for the conv-type ops, plus the other ops (pools) as weighted terms. */
 interface Reparam { kernel: Tensor | null; size: number; others: Array<{ op: CandidateOp; w: number }> }
@@ -14,6 +14,8 @@ export class MixedCell extends Module {
   /** The arg-max op once discretized. */
   derived: string | null = null;
   reparam: Reparam | null = null;
+  /** Search-mode speed-up: fold the conv-type ops into one kernel (exact up to float rounding). */
+  fuseConvs = true;
 
   constructor(readonly channels: number, opNames: string[]) {
     super();
@@ -36,11 +38,40 @@ export class MixedCell extends Module {
       return op.apply(z, this.ops.get(op.name)!);
     }
     const w = this.alpha.softmax(0);
+    // Σ_i w_i·conv(z, K_i) = conv(z, Σ_i w_i·K_i) for convs of one dilation (kernels zero-padded to
+    // the group's largest): the same function and gradients, one convolution over the data per
+    // dilation instead of one per op. 1×1 kernels (skip, conv_1x1) join any group.
+    const groups = new Map<number, Array<{ op: CandidateOp; i: number }>>();
+    if (this.fuseConvs) {
+      this.candidates.forEach((op, i) => {
+        if (op.conv) {
+          const d = op.conv.k === 1 ? 0 : op.conv.dilation;
+          groups.set(d, [...(groups.get(d) ?? []), { op, i }]);
+        }
+      });
+      const ones = groups.get(0);
+      if (ones) {  // put the 1×1 ops into the dilation-1 group, else any group
+        groups.delete(0);
+        const target = groups.has(1) ? 1 : groups.size ? [...groups.keys()][0] : 1;
+        groups.set(target, [...(groups.get(target) ?? []), ...ones]);
+      }
+      for (const [d, g] of groups) if (g.length < 2) groups.delete(d);
+    }
+    const fused = new Set([...groups.values()].flat().map((e) => e.i));
     let out: Tensor | null = null;
+    const add = (y: Tensor) => { out = out ? out.add(y) : y; };
     this.candidates.forEach((op, i) => {
-      const y = op.apply(z, this.ops.get(op.name)!).mul(w.select(0, i));
-      out = out ? out.add(y) : y;
+      if (!fused.has(i)) add(op.apply(z, this.ops.get(op.name)!).mul(w.select(0, i)));
     });
+    for (const [d, g] of groups) {
+      const K = Math.max(...g.map((e) => e.op.conv!.k));
+      let kernel: Tensor | null = null;
+      for (const { op, i } of g) {
+        const k = embedKernel(op.conv!.weight(this.ops.get(op.name)!, this.channels), 1, K).mul(w.select(0, i));
+        kernel = kernel ? kernel.add(k) : k;
+      }
+      add(F.conv2d(z, kernel!, null, { padding: (d * (K - 1)) / 2, dilation: d }));
+    }
     return out!;
   }
 

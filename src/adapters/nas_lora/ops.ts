@@ -4,7 +4,7 @@
 // For re-parameterization an op declares what it is: a convolution (then `kernel` gives its exact
 // dense equivalent, zero-padded to any odd size), 'avg' / 'max' pools, or 'zero'. 'perToken' ops
 // (skip, 1×1 conv) act on each token alone, so a cell of them can fold into W0.
-import { Conv2d, Empty, F, eye, zeros, zerosLike, noGrad, tidy, type Module, type Tensor } from '../../engine/index.js';
+import { Conv2d, Empty, F, eye, tensor, zerosLike, noGrad, type Module, type Tensor } from '../../engine/index.js';
 
 export type OpKind = 'conv' | 'avg' | 'max' | 'zero';
 
@@ -14,6 +14,8 @@ export interface CandidateOp {
   perToken: boolean;
   build(r: number): Module;
   apply(z: Tensor, m: Module): Tensor;
+  /** For kind 'conv': its (r, r, k, k) weight, applied with `dilation` and same padding. */
+  conv?: { k: number; dilation: number; weight(m: Module, r: number): Tensor };
   /** For kind 'conv': the (r, r, size, size) kernel equal to this op with padding (size−1)/2. */
   kernel?(m: Module, r: number, size: number): Tensor;
   /** For kind 'conv': the smallest odd dense kernel size that expresses it. */
@@ -23,31 +25,38 @@ export interface CandidateOp {
 export const OPS = new Map<string, CandidateOp>();
 export function registerOp(op: CandidateOp): void { OPS.set(op.name, op); }
 
-/** Places a (r, r, k, k) kernel dilated by d, centred, into a (r, r, size, size) zero kernel. */
-function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
-  return tidy(() => {
-    const [o, i, k] = w.shape;
+// One-hot placement matrices (k·k → size·size), cached: a dilated k×k kernel becomes a dense
+// size×size one with a single matmul, cheap enough to do at every search step.
+const placements = new Map<string, Tensor>();
+function placement(k: number, dilation: number, size: number): Tensor {
+  const key = `${k}/${dilation}/${size}`;
+  let p = placements.get(key);
+  if (!p) {
     const span = dilation * (k - 1) + 1;
     if (size < span) throw new Error(`kernel of span ${span} does not fit in ${size}`);
     const off = (size - span) / 2;
-    let out = zeros([o, i, size, size]);
-    for (let a = 0; a < k; a++) {
-      for (let b = 0; b < k; b++) {
-        const tap = w.narrow(2, a, 1).narrow(3, b, 1);  // (o, i, 1, 1)
-        const y = off + a * dilation, x = off + b * dilation;
-        out = out.add(F.pad(tap, [x, size - 1 - x, y, size - 1 - y]));
-      }
-    }
-    return out;
-  });
+    const m = new Float32Array(k * k * size * size);
+    for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) m[(a * k + b) * size * size + (off + a * dilation) * size + off + b * dilation] = 1;
+    p = tensor(m, [k * k, size * size]).keep();
+    placements.set(key, p);
+  }
+  return p;
+}
+
+/** Places a (o, i, k, k) kernel dilated by d, centred, into a (o, i, size, size) zero kernel. */
+export function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
+  const [o, i, k] = w.shape;
+  return w.reshape(o * i, k * k).matmul(placement(k, dilation, size)).reshape(o, i, size, size);
 }
 
 function convOp(name: string, k: number, dilation: number): CandidateOp {
+  const weight = (m: Module) => (m as Conv2d).weight;
   return {
     name, kind: 'conv', perToken: k === 1, span: dilation * (k - 1) + 1,
     build: (r) => new Conv2d(r, r, k, { padding: (dilation * (k - 1)) / 2, dilation, bias: false }),
     apply: (z, m) => (m as Conv2d).forward(z),
-    kernel: (m, _r, size) => embedKernel((m as Conv2d).weight, dilation, size),
+    conv: { k, dilation, weight },
+    kernel: (m, _r, size) => embedKernel(weight(m), dilation, size),
   };
 }
 
@@ -55,7 +64,8 @@ registerOp({
   name: 'skip', kind: 'conv', perToken: true, span: 1,
   build: () => new Empty(),
   apply: (z) => z,
-  kernel: (_m, r, size) => tidy(() => embedKernel(eye(r).reshape(r, r, 1, 1), 1, size)),
+  conv: { k: 1, dilation: 1, weight: (_m, r) => eye(r).reshape(r, r, 1, 1) },
+  kernel: (_m, r, size) => embedKernel(eye(r).reshape(r, r, 1, 1), 1, size),
 });
 registerOp(convOp('conv_1x1', 1, 1));
 registerOp(convOp('conv_3x3', 3, 1));
