@@ -8,6 +8,9 @@ import { registerTrain } from './commands/train.js';
 import { registerEval } from './commands/eval.js';
 import { registerExport } from './commands/export.js';
 import { registerData } from './commands/data.js';
+import { registerPredict } from './commands/predict.js';
+import { registerInspect } from './commands/inspect.js';
+import { registerConvert } from './commands/convert.js';
 
 const program = new Command()
   .name('naslora')
@@ -22,6 +25,9 @@ registerTrain(program);
 registerEval(program);
 registerExport(program);
 registerData(program);
+registerPredict(program);
+registerInspect(program);
+registerConvert(program);
 
 try {
   await program.parseAsync(process.argv);
