@@ -10,10 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { Linear, Module, ModuleList, manualSeed, noGrad, randn, tensor, tidy, type Tensor } from '../src/engine/index.js';
 import {
   AdapterLayer, ConvLoraLayer, DEFAULT_OPS, NasLoraLayer, getMethod, injectAdapters, nasCells, countByPart, setTrainable,
-  saveAdapter, loadAdapter, mergeAll,
+  saveAdapter, loadAdapter, mergeAll, DEFAULT_TARGETS,
   type AdapterConfig,
 } from '../src/adapters/index.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { Sam, SAM_PRESETS } from '../src/model/sam/sam.js';
 import type { RawTensor } from '../src/io/raw.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -51,9 +52,9 @@ function randomizeAdapters(m: Module): void {
   noGrad(() => { for (const [n, p] of m.namedParameters()) if (!/qkv\.(weight|bias)$/.test(n)) p.copy_(randn(p.shape).mul(0.3)); });
 }
 
-test('trainable parameter counts equal the arithmetic for the ViT-B qkv shapes', () => {
+test('trainable parameter counts on SAM ViT-B equal the arithmetic, per method', (t) => {
   for (const [name, expect] of [
-    ['lora', 12 * 4 * (768 + 2304)],
+    ['lora', 12 * 4 * (768 + 2304)],  // 147,456
     // NAS-LoRA r=4, default ops: A+B, α (8), conv 1×1/3×3/5×5/dil3/dil5 (r²·(1+9+25+9+25))
     ['nas-lora', 12 * (4 * (768 + 2304) + 8 + 16 * (1 + 9 + 25 + 9 + 25))],
     // NAS-PC-LoRA K=2: the cell has ⌈4/2⌉ = 2 channels
@@ -61,12 +62,14 @@ test('trainable parameter counts equal the arithmetic for the ViT-B qkv shapes',
     // Conv-LoRA r=4, 4 experts: gate + noise (2·r·M), experts r·r·9 + r each
     ['conv-lora', 12 * (4 * (768 + 2304) + 2 * 4 * 4 + 4 * (16 * 9 + 4))],
   ] as const) {
-    const m = new Blocks(12, 768);
-    injectAdapters(m, cfg(name));
-    setTrainable(m, ['lora', 'ops', 'alpha']);
-    const n = countByPart(m).filter((c) => c.part !== 'encoder').reduce((s, c) => s + c.trainable, 0);
+    const sam = Sam.fromConfig(SAM_PRESETS.vit_b);
+    const layers = injectAdapters(sam, cfg(name, { targets: DEFAULT_TARGETS }));
+    assert.equal(layers.length, 12);
+    setTrainable(sam, ['lora', 'ops', 'alpha']);
+    const n = countByPart(sam).reduce((s, c) => s + c.trainable, 0);
+    t.diagnostic(`${name}: ${n.toLocaleString('en-US')} trainable adapter parameters on ViT-B (r=4)`);
     assert.equal(n, expect, `${name}: ${n} trainable vs ${expect}`);
-    m.dispose();
+    sam.dispose();
   }
   assert.equal(getMethod('decoder-only').createLayer, undefined);
 });
