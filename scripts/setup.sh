@@ -24,7 +24,7 @@ fi
 
 # node-gyp builds against the local Node headers (no download).
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi
-npm ci --no-audit --no-fund
-npm run build:native --silent
+npm ci --no-audit --no-fund   # also builds the addon (npm runs node-gyp for binding.gyp)
+[ -f build/Release/naslora.node ] || npm run build:native --silent
 npm run build --silent
 echo "setup: done"
