@@ -2,7 +2,6 @@
 // agreement with an independent PyTorch implementation (test/py/adapter_ref.py).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,23 +12,16 @@ import {
   saveAdapter, loadAdapter, mergeAll, DEFAULT_TARGETS,
   type AdapterConfig,
 } from '../src/adapters/index.js';
-import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { Sam, SAM_PRESETS } from '../src/model/sam/sam.js';
 import type { RawTensor } from '../src/io/raw.js';
+import { fromRaw, maxRelErr, raw, runPyRef } from './helpers/pyref.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const PY_DIR = path.resolve(here, '../../test/py');
-const PYTHON = '/usr/bin/python3';
 
 export function cfg(name: string, o: Partial<AdapterConfig> = {}): AdapterConfig {
   return {
     name, rank: 4, lora_alpha: 8, dropout: 0, targets: '^blocks\\.\\d+\\.qkv$', qv_only: false, ops: [...DEFAULT_OPS],
     alpha_init: 0, pc_k: 2, experts: 4, moe_loss_weight: 0.01, gate_noise: true, ...o,
   };
-}
-
-function maxRelErr(a: Tensor, b: Tensor): number {
-  return tidy(() => a.sub(b).abs().max().item() / Math.max(b.abs().max().item(), 1e-30));
 }
 
 /** A stand-in encoder: blocks.i.qkv Linear layers called on (B, H, W, C) grids. */
@@ -167,24 +159,6 @@ test('gradients reach α only when unfrozen, and nothing frozen', () => tidy(() 
   m.dispose();
 }));
 
-function runReference(spec: Record<string, unknown>, tensors: Map<string, RawTensor>): Map<string, RawTensor> | null {
-  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (probe.status !== 0) return null;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-ref-'));
-  try {
-    const inp = path.join(dir, 'in.safetensors');
-    const out = path.join(dir, 'out.safetensors');
-    writeSafetensors(inp, tensors);
-    const r = spawnSync(PYTHON, [path.join(PY_DIR, 'adapter_ref.py'), inp, out, JSON.stringify(spec)], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    return readSafetensors(out).tensors;
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-const raw = (t: Tensor): RawTensor => ({ dtype: 'float32', shape: t.shape, data: t.contiguous().toBytes() });
-const fromRaw = (r: RawTensor): Tensor => tensor(new Float32Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 4), r.shape);
 const pyName = (n: string) => n.replace(/^adapter\./, '').replace('lora_A', 'A').replace('lora_B', 'B').replace(/^cell\./, '').replace(/^moe\./, '');
 
 for (const c of [
@@ -206,7 +180,7 @@ for (const c of [
     if (layer instanceof ConvLoraLayer) (layer.branches[0] as unknown as { moe: { noise: () => Tensor } }).moe.noise = () => noise;
     const ts = new Map<string, RawTensor>([['base.weight', raw(layer.base.weight)], ['base.bias', raw(layer.base.bias!)], ['x', raw(x)], ['g', raw(g)], ['noise', raw(noise)]]);
     for (const [n, p] of layer.adapterParameters()) ts.set(`m.${pyName(n)}`, raw(p));
-    const ref = runReference({ method: c.method, C, O: 3 * C, r, ops: DEFAULT_OPS, k: c.k, cell_ch: Math.ceil(r / c.k), alpha: 8, experts: 4, train: c.train }, ts);
+    const ref = runPyRef('adapter_ref.py', ts, [JSON.stringify({ method: c.method, C, O: 3 * C, r, ops: DEFAULT_OPS, k: c.k, cell_ch: Math.ceil(r / c.k), alpha: 8, experts: 4, train: c.train })]);
     if (!ref) { t.skip('PyTorch (/usr/bin/python3 with torch) is not installed'); return; }
     const out = layer.forward(x);
     let loss = out.mul(g).sum();

@@ -2,7 +2,6 @@
 // implementation of the same formulas (test/py/losses_ref.py).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,12 +10,9 @@ import { manualSeed, memory, randn, tensor, tidy, zeros, type Tensor } from '../
 import {
   LOSS_NAMES, balancedBceLoss, bceDiceLoss, diceLoss, lossByName, structureLoss, type LossFn, type LossName,
 } from '../src/train/losses.js';
-import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import type { RawTensor } from '../src/io/raw.js';
+import { fromRaw, maxRelErr, raw, runPyRef, PYTHON } from './helpers/pyref.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const PY_DIR = path.resolve(here, '../../test/py');
-const PYTHON = '/usr/bin/python3';
 
 const sp = (x: number): number => Math.log1p(Math.exp(x)); // softplus: −log σ(−x)
 const LN2 = Math.log(2);
@@ -88,25 +84,6 @@ test('losses keep no intermediate tensors alive; only the scalar is returned', (
   y.dispose();
 });
 
-function runReference(tensors: Map<string, RawTensor>): Map<string, RawTensor> | null {
-  if (spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status !== 0) return null;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-loss-ref-'));
-  try {
-    const inp = path.join(dir, 'in.safetensors');
-    const out = path.join(dir, 'out.safetensors');
-    writeSafetensors(inp, tensors);
-    const r = spawnSync(PYTHON, [path.join(PY_DIR, 'losses_ref.py'), inp, out], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    return readSafetensors(out).tensors;
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-const raw = (t: Tensor): RawTensor => ({ dtype: 'float32', shape: t.shape, data: t.contiguous().toBytes() });
-const fromRaw = (r: RawTensor): Tensor => tensor(new Float32Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 4), r.shape);
-const maxRelErr = (a: Tensor, b: Tensor): number => a.sub(b).abs().max().item() / Math.max(b.abs().max().item(), 1e-30);
-
 test('every loss matches the PyTorch reference: values and gradients within 1e-5 relative', (t) => tidy(() => {
   manualSeed(5);
   const B = 4, H = 40, W = 47;
@@ -117,7 +94,7 @@ test('every loss matches the PyTorch reference: values and gradients within 1e-5
     ...blob.toFloat32Array(), ...randn([1, 1, H, W]).gt(0.5).float().toFloat32Array(),
     ...new Float32Array(H * W), ...new Float32Array(H * W).fill(1),
   ]), [B, 1, H, W]);
-  const ref = runReference(new Map([['x', raw(x)], ['y', raw(y)]]));
+  const ref = runPyRef('losses_ref.py', new Map([['x', raw(x)], ['y', raw(y)]]));
   if (!ref) { t.skip(`PyTorch is not importable by ${PYTHON}; skipping the reference comparison`); return; }
   const cases: Array<[string, LossFn]> = [
     ['structure', structureLoss],
