@@ -1,5 +1,158 @@
-// Placeholder until the suite lands.
-import type { BenchRow } from './common.js';
+// `naslora bench sam`: SAM ViT-B inference against PyTorch (bench/torch_sam.py, segment-anything's
+// modeling code as re-implemented in test/py/sam_ref.py) in the same run, same thread count, the
+// two sides alternating run by run (the twin is a server, see startTorchTwin). Both sides load the same synthetic ViT-B checkpoint (the release's 314 names and shapes, random
+// values) written to a temp file, so they also run the same weights. Rows:
+//   vit_b_load                   loadSamFile vs build_sam (build + torch.load + load_state_dict), with
+//                                the peak memory of each (fresh process: RSS peak − RSS before, and
+//                                for naslora libtorch's own peak bytes) against the file size
+//   vit_b_image_encoder_1024     image-encoder forward of one 1024×1024 image (no autograd)
+//   vit_b_prompt_mask_decoder_point  prompt encoder + mask decoder for one point, multimask
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { getNumThreads, manualSeed, noGrad, randn, tensor, tidy } from '../src/engine/index.js';
+import { toRaw } from '../src/adapters/index.js';
+import { writePth } from '../src/io/pth_write.js';
+import type { RawTensor } from '../src/io/raw.js';
+import { buildSam, loadSamFile } from '../src/model/sam/build.js';
+import { benchSrcDir, median, PYTHON, round, row, type BenchRow } from './common.js';
+
+const ENCODER_RUNS = Number(process.env.NASLORA_BENCH_RUNS ?? 3);
+const DECODER_RUNS = 20;
+const MB = 2 ** 20;
+
+/** The ViT-B state dict (names and shapes of sam_vit_b_01ec64.pth) with random values, as a .pth. */
+function writeSyntheticVitB(file: string): number {
+  manualSeed(0);
+  const m = buildSam('vit_b');
+  // PyTorch-default init leaves pos_embed and the rel-pos tables at 0: perturb every tensor.
+  const tensors: Array<[string, RawTensor]> = tidy(() => [...m.stateDict()].map(([k, t]) => [k, toRaw(t.add(randn(t.shape).mul(0.02)))]));
+  m.dispose();
+  writePth(file, tensors);
+  return fs.statSync(file).size;
+}
+
+interface LoadMemory { ms: number; rssBefore: number; rssPeak: number; enginePeak: number; modelBytes: number }
+
+/**
+ * loadSamFile in a fresh node process, so that the peak RSS is the load's own: VmHWM (the high-water
+ * RSS of this process image; getrusage's maxrss would carry the parent's peak across spawn) against
+ * the RSS once the engine is imported.
+ */
+function measureLoad(file: string): LoadMemory {
+  const url = (p: string): string => JSON.stringify(new URL(p, import.meta.url).href);
+  const script = `
+    import * as fs from 'node:fs';
+    import { memory, resetPeakMemory } from ${url('../src/engine/index.js')};
+    import { loadSamFile } from ${url('../src/model/sam/build.js')};
+    const hwm = () => Number(/VmHWM:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    const rssBefore = process.memoryUsage().rss;
+    resetPeakMemory();
+    const live0 = memory().liveBytes;
+    const t0 = process.hrtime.bigint();
+    const { model } = loadSamFile(${JSON.stringify(file)});
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    const m = memory();
+    console.log(JSON.stringify({ ms, rssBefore, rssPeak: hwm(), enginePeak: m.peakBytes - live0, modelBytes: m.liveBytes - live0 }));
+    model.dispose();`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`load measurement failed: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as LoadMemory;
+}
+
+type Reply = Record<string, number>;
+
+/**
+ * bench/torch_sam.py as a server: it loads the checkpoint, then runs one timed forward per request
+ * line. The two sides alternate run by run, so load from other processes on the machine hits both
+ * alike (a 25 s forward is long enough for that to matter). Same thread count and malloc tuning as
+ * common.runTorch. Null where PyTorch is unavailable.
+ */
+async function startTorchTwin(file: string): Promise<{ ask: (cmd: string) => Promise<Reply>; close: () => void } | null> {
+  const p = spawn(PYTHON, [path.join(benchSrcDir, 'torch_sam.py'), '--threads', String(getNumThreads()), '--ckpt', file], {
+    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 * MB), MALLOC_TRIM_THRESHOLD_: String(1024 * MB) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const waiting: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = [];
+  createInterface({ input: p.stdout }).on('line', (l) => waiting.shift()?.resolve(JSON.parse(l) as Reply));
+  p.on('close', (code) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(`exit ${code}: ${stderr.trim().split('\n').pop() ?? ''}`));
+  });
+  p.on('error', (e) => { for (const w of waiting.splice(0)) w.reject(e); });
+  const ask = (cmd: string): Promise<Reply> => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); p.stdin.write(`${cmd}\n`); });
+  try {
+    await ask('ping'); // answered once the model is loaded
+    return { ask, close: () => p.stdin.end() };
+  } catch (e) {
+    process.stderr.write(`PyTorch comparison unavailable (${PYTHON} torch_sam.py): ${(e as Error).message}\n`);
+    return null;
+  }
+}
+
+/** Median ms of `runs` alternating runs of naslora (`ours`) and PyTorch (`cmd`), after `warmup` of each. */
+async function alternate(ours: () => unknown, twin: Awaited<ReturnType<typeof startTorchTwin>>, cmd: string, runs: number, warmup: number): Promise<[number, number | null]> {
+  const a: number[] = [], b: number[] = [];
+  for (let i = 0; i < warmup + runs; i++) {
+    const t0 = process.hrtime.bigint();
+    tidy(() => { ours(); });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    const t = twin ? (await twin.ask(cmd)).ms : null;
+    if (i < warmup) continue;
+    a.push(ms);
+    if (t !== null) b.push(t);
+  }
+  return [median(a), b.length ? median(b) : null];
+}
+
 export async function benchSam(): Promise<BenchRow[]> {
-  throw new Error('bench sam is not implemented yet');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-bench-sam-'));
+  const file = path.join(dir, 'sam_vit_b_synthetic.pth');
+  const log = (s: string): void => { process.stderr.write(`bench sam: ${s}\n`); };
+  try {
+    log('writing a synthetic ViT-B checkpoint');
+    const fileBytes = writeSyntheticVitB(file);
+    log('measuring the load in a fresh process');
+    const load = measureLoad(file);
+    log('starting the PyTorch twin');
+    const twin = await startTorchTwin(file);
+    const torch: Reply = twin ? await twin.ask('load') : {};
+
+    const { model } = loadSamFile(file);
+    model.eval();
+    manualSeed(1);
+    const img = randn([1, 3, 1024, 1024]).keep();
+    log(`image encoder: ${ENCODER_RUNS} runs after 1 warm-up on each side, alternating (~25 s each on one thread)`);
+    const [encoderMs, torchEncoderMs] = await alternate(() => noGrad(() => model.image_encoder.forward(img)), twin, 'encoder', ENCODER_RUNS, 1);
+    const features = tidy(() => noGrad(() => model.image_encoder.forward(img))).keep();
+    // One foreground point (in the 1024 frame); SAM appends a padding point when there is no box.
+    const coords = tensor([512, 400], [1, 1, 2]).keep(), labels = tensor(Int32Array.from([1]), [1, 1]).keep();
+    log(`prompt encoder + mask decoder: ${DECODER_RUNS} runs`);
+    const [decoderMs, torchDecoderMs] = await alternate(() => noGrad(() => {
+      const pe = model.prompt_encoder;
+      const [sparse, dense] = pe.forward({ coords, labels }, null, null);
+      return model.mask_decoder.forward(features, pe.getDensePe(), sparse, dense, true);
+    }), twin, 'decoder', DECODER_RUNS, 3);
+    twin?.close();
+    for (const t of [img, features, coords, labels]) t.dispose();
+    model.dispose();
+    if (torchEncoderMs !== null) torch.vit_b_image_encoder_1024 = torchEncoderMs;
+    if (torchDecoderMs !== null) torch.vit_b_prompt_mask_decoder_point = torchDecoderMs;
+
+    const mb = (b: number): number => round(b / MB, 1);
+    return [
+      row('vit_b_load', load.ms, torch, {
+        file_mb: mb(fileBytes), model_mb: mb(load.modelBytes),
+        rss_delta_mb: mb(load.rssPeak - load.rssBefore), rss_peak_mb: mb(load.rssPeak), engine_peak_mb: mb(load.enginePeak),
+        torch_rss_delta_mb: torch.vit_b_load_rss_delta_mb ?? '-', torch_rss_peak_mb: torch.vit_b_load_rss_peak_mb ?? '-',
+      }),
+      row('vit_b_image_encoder_1024', encoderMs, torch, { runs: ENCODER_RUNS }),
+      row('vit_b_prompt_mask_decoder_point', decoderMs, torch, { runs: DECODER_RUNS }),
+    ];
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
