@@ -26,7 +26,7 @@ export interface DemoOptions {
   progress?: (label: string) => Progress;
 }
 
-export interface DemoRow { method: string; dice: number; iou: number; trainable: number; seconds: number }
+export interface DemoRow { method: string; dice: number; iou: number; trainable: number; adapter: number; seconds: number }
 export interface DemoResult { rows: DemoRow[]; derived: Record<string, string>; table: string }
 
 function demoConfig(method: string, o: { out: string; modelConfig: string; checkpoint: string | null; kind: 'source' | 'target'; n: number; steps: number; lr: number; seed: number }): RunConfig {
@@ -64,7 +64,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const b = buildModel({ ...cfg, method: { ...cfg.method, name: 'decoder-only' } }, () => undefined);
     const m = await evaluate(b.seg, splits.test, cfg, cfg.eval.threshold);
     b.sam.dispose();
-    rows.push({ method: 'source model (no adaptation)', dice: m.dice, iou: m.iou, trainable: 0, seconds: 0 });
+    rows.push({ method: 'source model (no adaptation)', dice: m.dice, iou: m.iou, trainable: 0, adapter: 0, seconds: 0 });
   }
 
   // 3. Adapt with each method, same base, targets, rank, data and steps.
@@ -72,7 +72,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   for (const method of o.methods ?? ['nas-lora', 'lora', 'conv-lora']) {
     const cfg = tgt(method);
     const r = await runTraining(cfg, { progress: progress(method) });
-    rows.push({ method, dice: r.test?.dice ?? NaN, iou: r.test?.iou ?? NaN, trainable: r.trainable, seconds: r.seconds });
+    rows.push({ method, dice: r.test?.dice ?? NaN, iou: r.test?.iou ?? NaN, trainable: r.trainable, adapter: r.adapterParams, seconds: r.seconds });
     if (method === 'nas-lora') {
       const d = JSON.parse(fs.readFileSync(path.join(r.runDir, 'derived_ops.json'), 'utf8')) as { derived: Record<string, string> };
       Object.assign(derived, d.derived);
@@ -85,8 +85,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 }
 
 export function formatTable(rows: DemoRow[], derived: Record<string, string>): string {
-  const head = '| method | Dice | IoU | trainable params | train time (s) |\n| --- | --- | --- | --- | --- |';
-  const body = rows.map((r) => `| ${r.method} | ${r.dice.toFixed(4)} | ${r.iou.toFixed(4)} | ${r.trainable.toLocaleString('en-US')} | ${r.seconds.toFixed(1)} |`).join('\n');
+  const head = '| method | Dice | IoU | trainable params (adapter + decoder) | encoder adapter params | train time (s) |\n| --- | --- | --- | --- | --- | --- |';
+  const body = rows.map((r) => `| ${r.method} | ${r.dice.toFixed(4)} | ${r.iou.toFixed(4)} | ${r.trainable.toLocaleString('en-US')} | ${r.adapter.toLocaleString('en-US')} | ${r.seconds.toFixed(1)} |`).join('\n');
   const ops = Object.entries(derived).map(([p, op]) => `  ${p.replace(/\.adapter\.cell$/, '')}: ${op}`).join('\n');
   return `${head}\n${body}\n\nNAS-LoRA derived op per layer:\n${ops || '  (none)'}`;
 }

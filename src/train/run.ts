@@ -73,7 +73,13 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
   return { sam, seg, layers, baseSha256, config };
 }
 
-export interface RunOutcome extends TrainResult { test: (ImageMetrics & { count: number }) | null; trainable: number; runDir: string }
+export interface RunOutcome extends TrainResult {
+  test: (ImageMetrics & { count: number }) | null;
+  /** Parameters trained over the schedule (adapter + e.g. decoder), and the encoder adapter's alone. */
+  trainable: number;
+  adapterParams: number;
+  runDir: string;
+}
 
 export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progress?: Progress; runDir?: string; afterTrain?: (b: BuiltModel) => void } = {}): Promise<RunOutcome> {
   const runDir = o.runDir ?? cfg.train.out_dir;
@@ -94,8 +100,9 @@ export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progres
     const test = splits.test.length ? await evaluate(built.seg, splits.test, cfg, cfg.eval.threshold) : null;
     o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);
-    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({ method: cfg.method.name, trainable_parameters: trainable, seconds: result.seconds, best: result.best, val: result.final, test }, null, 2) + '\n');
-    return { ...result, test, trainable, runDir };
+    const adapterParams = countByPart(built.sam).filter((c) => ['lora', 'ops', 'alpha'].includes(c.part)).reduce((a, c) => a + c.total, 0);
+    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({ method: cfg.method.name, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, best: result.best, val: result.final, test }, null, 2) + '\n');
+    return { ...result, test, trainable, adapterParams, runDir };
   } finally {
     built.sam.dispose();
   }
