@@ -156,10 +156,16 @@ export class Attention extends SamModule {
     // qkv: (3, B·nHeads, H·W, headDim)
     const qkv = this.qkv.forward(x).reshape(B, H * W, 3, nh, -1).permute(2, 0, 3, 1, 4).reshape(3, B * nh, H * W, -1);
     const q = qkv.select(0, 0), k = qkv.select(0, 1), v = qkv.select(0, 2);
-    let attn = q.mul(this.scale).matmul(k.transpose(-2, -1));
-    if (this.useRelPos) attn = addDecomposedRelPos(attn, q, this.rel_pos_h!, this.rel_pos_w!, [H, W], [H, W]);
-    attn = attn.softmax(-1);
-    const out = attn.matmul(v).view(B, nh, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1);
+    // The (B·nHeads, HW, HW) maps are the big tensors (805 MB each for ViT-B's global blocks at
+    // 1024): the relative positions are added in place, and each map's handle is dropped as soon
+    // as the next one exists (autograd keeps what it needs), as PyTorch's refcounting would.
+    const scores = q.mul(this.scale).matmul(k.transpose(-2, -1));
+    if (this.useRelPos) addDecomposedRelPos_(scores, q, this.rel_pos_h!, this.rel_pos_w!, [H, W], [H, W]);
+    const attn = scores.softmax(-1);
+    scores.dispose();
+    const ctx = attn.matmul(v);
+    attn.dispose();
+    const out = ctx.view(B, nh, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1);
     return this.proj.forward(out);
   }
 }
@@ -215,6 +221,13 @@ export function getRelPos(qSize: number, kSize: number, relPos: Tensor): Tensor 
 export function addDecomposedRelPos(
   attn: Tensor, q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number],
 ): Tensor {
+  return addDecomposedRelPos_(attn.clone(), q, relPosH, relPosW, qSize, kSize);
+}
+
+/** addDecomposedRelPos in place on attn (returned); autograd-safe: matmul and add do not save their outputs. */
+export function addDecomposedRelPos_(
+  attn: Tensor, q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number],
+): Tensor {
   const [qh, qw] = qSize, [kh, kw] = kSize;
   const Rh = getRelPos(qh, kh, relPosH);
   const Rw = getRelPos(qw, kw, relPosW);
@@ -222,7 +235,10 @@ export function addDecomposedRelPos(
   const rq = q.reshape(B, qh, qw, dim);
   const relH = einsum('bhwc,hkc->bhwk', rq, Rh);
   const relW = einsum('bhwc,wkc->bhwk', rq, Rw);
-  return attn.view(B, qh, qw, kh, kw).add(relH.unsqueeze(4)).add(relW.unsqueeze(3)).view(B, qh * qw, kh * kw);
+  const v = attn.view(B, qh, qw, kh, kw);
+  v.add_(relH.unsqueeze(4)).add_(relW.unsqueeze(3));
+  v.dispose();
+  return attn;
 }
 
 /** Image to patch embedding: a strided conv, output as (B, H, W, C). */
