@@ -40,7 +40,9 @@ export abstract class AdapterLayer<O extends LayerOpts = LayerOpts> extends Modu
 
   forward(x: Tensor): Tensor {
     const h = F.linear(x, this.base.weight, this.base.bias);
-    if (this.merged && this.branches.every((b) => b.mergeMatrix() !== null)) return h;
+    // merge() only sets the flag once W0 holds the branch (it refuses otherwise), so a merged layer
+    // is W0 alone; re-checking mergeMatrix() here would rebuild B·M·A on every call.
+    if (this.merged) return h;
     const xd = this.training && this.opts.dropout > 0 ? F.dropout(x, this.opts.dropout, true) : x;
     const deltas = this.branches.map((b) => b.forward(xd).mul(this.scale));
     if (this.slices.length === 1) return h.add(deltas[0]);
