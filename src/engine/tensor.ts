@@ -135,8 +135,9 @@ export function tidy<T>(fn: () => T): T {
   collectTensors(result, kept);
   const parent = scopes.length ? scopes[scopes.length - 1] : null;
   for (const t of scope) {
-    if (kept.has(t)) parent?.push(t);
-    else t.dispose();
+    if (!kept.has(t)) t.dispose();
+    else if (parent) parent.push(t);
+    else t.guard();  // leaves every scope: from now on only the finalizer can catch a leak
   }
   return result;
 }
@@ -179,12 +180,22 @@ export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
 export class Tensor {
   #h: Handle;
+  #guarded = false;
 
   constructor(h: Handle) {
     this.#h = h;
-    finalizer.register(this, h, this);
-    sites?.set(h, new Error().stack!.split('\n').slice(2, 7).join('\n'));
+    // Tensors made inside a tidy scope are freed by it; only those that leave every scope (or are
+    // made outside one) get the finalizer safety net, which costs more than the op itself.
     if (scopes.length) scopes[scopes.length - 1].push(this);
+    else this.guard();
+    sites?.set(h, new Error().stack!.split('\n').slice(2, 7).join('\n'));
+  }
+
+  /** Registers the garbage-collection safety net (idempotent). */
+  guard(): void {
+    if (this.#guarded || Number.isNaN(this.#h)) return;
+    this.#guarded = true;
+    finalizer.register(this, this.#h, this);
   }
 
   /** The native handle; throws if disposed. */
@@ -199,7 +210,7 @@ export class Tensor {
 
   dispose(): void {
     if (Number.isNaN(this.#h)) return;
-    finalizer.unregister(this);
+    if (this.#guarded) finalizer.unregister(this);
     native.release(this.#h);
     sites?.delete(this.#h);
     this.#h = NaN;
@@ -207,6 +218,7 @@ export class Tensor {
 
   /** Removes this tensor from the current tidy scope so it outlives it. */
   keep(): this {
+    this.guard();
     for (let i = scopes.length - 1; i >= 0; i--) {
       const idx = scopes[i].lastIndexOf(this);
       if (idx >= 0) {
