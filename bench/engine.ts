@@ -2,7 +2,7 @@
 // run, same libtorch, same thread count. Rows: name, naslora_ms, torch_ms, ratio (median of runs).
 import { randn, rand, F, AdamW, manualSeed, Module, Conv2d, tensor, tidy, noGrad, type Tensor } from '../src/engine/index.js';
 import { Block } from '../src/model/sam/image_encoder.js';
-import { row, runTorch, timeMs, type BenchRow } from './common.js';
+import { round, row, runTorch, timeMs, type BenchRow } from './common.js';
 
 /** Two SAM blocks (windowed + global) at 16×16 tokens, 64 wide, a 1×1 head: a tiny training step. */
 class Tiny extends Module {
@@ -16,7 +16,25 @@ class Tiny extends Module {
   }
 }
 
-export function benchEngine(): BenchRow[] {
+/**
+ * Rounds alternate PyTorch's script and ours, and each side keeps its best median per workload:
+ * on this shared 2-core machine, load from elsewhere moved single rounds by up to ±20 %.
+ */
+export function benchEngine(rounds = Number(process.env.NASLORA_BENCH_ROUNDS ?? 2)): BenchRow[] {
+  let best: BenchRow[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const rows = engineRound();
+    best = r === 0 ? rows : best.map((b, i) => {
+      const n = rows[i];
+      const ours = Math.min(b.naslora_ms, n.naslora_ms);
+      const theirs = b.torch_ms === null || n.torch_ms === null ? b.torch_ms ?? n.torch_ms : Math.min(b.torch_ms, n.torch_ms);
+      return { ...b, naslora_ms: ours, torch_ms: theirs, ratio: theirs ? round(ours / theirs, 3) : null };
+    });
+  }
+  return best.map((b) => ({ ...b, rounds }));
+}
+
+function engineRound(): BenchRow[] {
   manualSeed(0);
   const torch = runTorch('torch_engine.py');
   const rows: BenchRow[] = [];

@@ -1,4 +1,5 @@
 // `naslora bench <suite>`: naslora against PyTorch in the same run (see bench/).
+import { spawnSync } from 'node:child_process';
 import type { Command } from 'commander';
 import { printRows, type BenchRow } from '../../../bench/common.js';
 
@@ -18,6 +19,14 @@ export function registerBench(program: Command): void {
     .action(async (suite: string, o: { json?: boolean }) => {
       const run = SUITES[suite];
       if (!run) throw new Error(`unknown bench suite '${suite}' (choose from ${Object.keys(SUITES).join(', ')})`);
+      // OpenBLAS keeps its own thread pool, and on 2 cores it ran the same GEMM on one or two cores
+      // depending on the process's history (in naslora and PyTorch alike): pin it, the same for
+      // both twins (they inherit the variable), unless the user chose a value.
+      if (process.env.OPENBLAS_NUM_THREADS === undefined) {
+        const r = spawnSync(process.execPath, process.argv.slice(1), { stdio: 'inherit', env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } });
+        process.exitCode = r.status ?? 1;
+        return;
+      }
       printRows(await run(), o.json ?? false);
     });
 }
