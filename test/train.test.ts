@@ -112,3 +112,20 @@ test('kill -9 mid-run, then --resume: the same losses as a run never interrupted
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('prompted mode: boxes and points drawn from the ground truth train the model too', async () => {
+  const { dir, csv, modelConfig } = setup(16);
+  try {
+    const cfg = config(csv, modelConfig, path.join(dir, 'prompted'), 4, (r) => {
+      r.method = { ...r.method!, name: 'lora' };
+      r.schedule = { ...r.schedule!, stages: [{ name: 'train', share: 1, train: ['lora', 'decoder'] }] };
+      r.data = { ...r.data!, mode: 'prompted', prompts: { box: true, box_jitter: 0.1, n_pos: 1, n_neg: 1 } };
+    });
+    const r = await runTraining(cfg, { progress: silentProgress });
+    assert.equal(r.losses.length, 4);
+    assert.ok(r.losses.every(Number.isFinite));
+    assert.ok(r.final && Number.isFinite(r.final.dice));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

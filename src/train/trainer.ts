@@ -244,7 +244,10 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       const write = (dir: string) => {
         saveAdapter(dir, model.module, cfg.method as AdapterConfig, { parts: [...stageParts, ...(cells.length ? ['alpha' as const] : [])], baseSha256: inp.baseSha256 });
         const optimizers = saveOptimizers(dir, { main: opt as never, alpha: alphaOpt as never });
-        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, optimizers }, null, 2));
+        // RNG state: libtorch is re-seeded from (seed, step) before each step and the data order is a
+        // function of (seed, epoch, position), so the step number is the whole random state.
+        const rng = { scheme: 'reseed-per-step', seed: cfg.train.seed, next_step: done };
+        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, rng, optimizers }, null, 2));
       };
       run.writeCheckpoint('last', write);
       if (improved) run.writeCheckpoint('best', write);
