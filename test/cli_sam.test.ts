@@ -12,7 +12,8 @@ import sharp from 'sharp';
 import { DEFAULT_OPS, injectAdapters, saveAdapter, type AdapterConfig } from '../src/adapters/index.js';
 import { openCheckpoint } from '../src/io/pth.js';
 import { writePth, zipStored } from '../src/io/pth_write.js';
-import { byteLength, type RawTensor, type TensorSource } from '../src/io/raw.js';
+import { byteLength, readAll, type RawTensor, type TensorSource } from '../src/io/raw.js';
+import { assertSameTensors } from './helpers/tensors.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { loadSamFile } from '../src/model/sam/build.js';
 import { SAM_PRESETS, type SamConfig } from '../src/model/sam/sam.js';
@@ -147,28 +148,17 @@ test('inspect: container, naming, inferred config with sources, parameters per p
   assert.match(ok('inspect', TINY), /naming: segment-anything[\s\S]*decoder_heads\s+null\s+<- unknown/);
 });
 
-const readAll = (file: string): Map<string, RawTensor> => {
+const readFile = (file: string): Map<string, RawTensor> => {
   const src: TensorSource = openCheckpoint(file);
-  try {
-    return new Map(src.keys().map((k) => { const t = src.get(k)!; return [k, { dtype: t.dtype, shape: t.shape, data: t.read() }]; }));
-  } finally { src.close(); }
+  try { return readAll(src); } finally { src.close(); }
 };
-function assertSameTensors(a: Map<string, RawTensor>, b: Map<string, RawTensor>): void {
-  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
-  for (const [k, t] of a) {
-    const u = b.get(k)!;
-    assert.equal(t.dtype, u.dtype, k);
-    assert.deepEqual(t.shape, u.shape, k);
-    assert.ok(Buffer.from(t.data).equals(Buffer.from(u.data)), `bytes of ${k} differ`);
-  }
-}
 
 test('convert: pth → HF safetensors → pth is exact; HF output carries the tied positional embedding', () => {
   ok('convert', TINY, tmp('c.hf.safetensors'), '--naming', 'huggingface');
   ok('convert', tmp('c.hf.safetensors'), tmp('c.pth'), '--naming', 'segment-anything');
-  assertSameTensors(readAll(tmp('c.pth')), readAll(path.join(ROOT, TINY)));
-  const hf = readAll(tmp('c.hf.safetensors'));
-  assertSameTensors(hf, readAll(path.join(ROOT, TINY_HF)));
+  assertSameTensors(readFile(tmp('c.pth')), readFile(path.join(ROOT, TINY)));
+  const hf = readFile(tmp('c.hf.safetensors'));
+  assertSameTensors(hf, readFile(path.join(ROOT, TINY_HF)));
   assert.ok(Buffer.from(hf.get('shared_image_embedding.positional_embedding')!.data)
     .equals(Buffer.from(hf.get('prompt_encoder.shared_embedding.positional_embedding')!.data)));
   // A second round trip reproduces our own files byte for byte.
@@ -178,7 +168,7 @@ test('convert: pth → HF safetensors → pth is exact; HF output carries the ti
   assert.ok(fs.readFileSync(tmp('c.hf.safetensors')).equals(fs.readFileSync(tmp('d.hf.safetensors'))));
   // Container change only (naming kept).
   ok('convert', TINY, tmp('e.safetensors'));
-  assertSameTensors(readAll(tmp('e.safetensors')), readAll(path.join(ROOT, TINY)));
+  assertSameTensors(readFile(tmp('e.safetensors')), readFile(path.join(ROOT, TINY)));
   const bad = cli('convert', TINY, tmp('x.bin'));
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /must end in \.pth or \.safetensors/);
@@ -190,7 +180,7 @@ test('bad inputs: a clear error, exit ≠ 0, no output folder and no stray files
   fs.mkdirSync(dir);
   const put = (name: string, b: Uint8Array): string => { const f = path.join(dir, name); fs.writeFileSync(f, b); return f; };
   const tinyBytes = fs.readFileSync(path.join(ROOT, TINY));
-  const tinyTensors = [...readAll(path.join(ROOT, TINY))];
+  const tinyTensors = [...readFile(path.join(ROOT, TINY))];
 
   const truncated = put('truncated.pth', tinyBytes.subarray(0, tinyBytes.length >> 1));
   // A pickle that would run `touch <marker>` if unpickled by a permissive reader (built by hand).

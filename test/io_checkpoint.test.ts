@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { unpickle } from '../src/io/pickle.js';
 import { openCheckpoint, openPth } from '../src/io/pth.js';
 import { contiguousStride, pickleStateDict, writePth, zipStored } from '../src/io/pth_write.js';
-import { byteLength, type DType, type RawTensor, type TensorSource } from '../src/io/raw.js';
+import { byteLength, readAll, type DType, type RawTensor, type TensorSource } from '../src/io/raw.js';
+import { assertSameTensors } from './helpers/tensors.js';
 import { openSafetensors } from '../src/io/safetensors.js';
 import { detectNaming, renameKeys, toHuggingFace, toSegmentAnything } from '../src/model/sam/naming.js';
 
@@ -20,18 +21,7 @@ const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-ckpt-'));
 process.on('exit', () => fs.rmSync(TMP, { recursive: true, force: true }));
 const tmp = (name: string): string => path.join(TMP, name);
 
-const readAll = (src: TensorSource): Map<string, RawTensor> =>
-  new Map(src.keys().map((k) => { const t = src.get(k)!; return [k, { dtype: t.dtype, shape: t.shape, data: t.read() }]; }));
 
-function assertSameTensors(a: Map<string, RawTensor>, b: Map<string, RawTensor>): void {
-  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
-  for (const [k, t] of a) {
-    const u = b.get(k)!;
-    assert.equal(t.dtype, u.dtype, k);
-    assert.deepEqual(t.shape, u.shape, k);
-    assert.ok(Buffer.from(t.data).equals(Buffer.from(u.data)), `bytes of ${k} differ`);
-  }
-}
 
 // Small deterministic pseudo-random bytes/floats (LCG), so failures reproduce.
 function lcg(seed: number): () => number {

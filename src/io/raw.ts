@@ -40,3 +40,11 @@ export interface TensorSource {
   get(name: string): LazyTensor | undefined;
   close(): void;
 }
+
+/** Reads every tensor of a source into memory (small checkpoints; large ones: read lazily). */
+export function readAll(src: TensorSource): Map<string, RawTensor> {
+  return new Map(src.keys().map((k) => {
+    const t = src.get(k)!;
+    return [k, { dtype: t.dtype, shape: t.shape, data: t.read() }];
+  }));
+}
