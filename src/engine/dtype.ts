@@ -1,7 +1,9 @@
 // Tensor element types and their libtorch ScalarType codes (stable across libtorch versions).
-import type { DType } from '../io/raw.js';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
-export type { DType };
+export const DTYPE_BYTES: Record<DType, number> = {
+  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+};
 
 export const DTYPE_CODE: Record<DType, number> = {
   uint8: 0, int8: 1, int16: 2, int32: 3, int64: 4, float16: 5, float32: 6, float64: 7, bool: 11, bfloat16: 15,

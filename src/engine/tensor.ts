@@ -5,7 +5,7 @@
 // frees one now; `keep()` takes a tensor out of the current scope. A FinalizationRegistry frees
 // tensors that become unreachable without being disposed — a safety net, not the plan.
 import { native, type Handle, type NativeArg, type NativeResult } from './native.js';
-import { CODE_DTYPE, DTYPE_CODE, dtypeOfArray, isFloating, typedArrayFor, type DType, type TypedArrayFor } from './dtype.js';
+import { CODE_DTYPE, DTYPE_BYTES, DTYPE_CODE, dtypeOfArray, isFloating, typedArrayFor, type DType, type TypedArrayFor } from './dtype.js';
 
 // ---------------------------------------------------------------------------------------------
 // Operators: resolved once at load, called by id.
@@ -466,36 +466,41 @@ function finish(t: Tensor, o: CreateOpts): Tensor {
   return t;
 }
 
-/** A tensor from a typed array (copied) or nested-free number array. */
-export function tensor(data: ArrayBufferView | readonly number[], shape?: readonly number[], opts: CreateOpts = {}): Tensor {
-  let arr: ArrayBufferView;
-  let dtype: DType;
-  if (ArrayBuffer.isView(data)) {
-    arr = data;
-    dtype = opts.dtype ?? dtypeOfArray(data);
-    if (opts.dtype === 'bool' && !(data instanceof Uint8Array)) throw new Error('bool tensors take a Uint8Array of 0/1');
-    if (opts.dtype && opts.dtype !== 'bool' && opts.dtype !== dtypeOfArray(data)) {
-      const t = finish(new Tensor(native.fromBuffer(arr, shape ?? [data.byteLength / ((data as Float32Array).BYTES_PER_ELEMENT ?? 1)], DTYPE_CODE[dtypeOfArray(data)])), {});
-      const c = t.to(opts.dtype);
-      t.dispose();
-      return finish(c, { ...opts, dtype: undefined });
-    }
-  } else {
-    dtype = opts.dtype ?? 'float32';
-    arr = dtype === 'float64' ? new Float64Array(data)
-      : dtype === 'int64' ? BigInt64Array.from(data.map((x) => BigInt(Math.trunc(x))))
-      : dtype === 'int32' ? new Int32Array(data)
-      : dtype === 'uint8' || dtype === 'bool' ? new Uint8Array(data)
-      : new Float32Array(data);
-    if (dtype !== 'float32' && dtype !== 'float64' && dtype !== 'int64' && dtype !== 'int32' && dtype !== 'uint8' && dtype !== 'bool') {
-      const t = tensor(data, shape, { dtype: 'float32' });
-      const c = t.to(dtype);
-      t.dispose();
-      return finish(c, opts);
-    }
+/** Host arrays for the dtypes whose bytes libtorch takes directly; null for the others. */
+function hostArray(data: readonly number[], dtype: DType): ArrayBufferView | null {
+  switch (dtype) {
+    case 'float32': return new Float32Array(data);
+    case 'float64': return new Float64Array(data);
+    case 'int64': return BigInt64Array.from(data, (x) => BigInt(Math.trunc(x)));
+    case 'int32': return new Int32Array(data);
+    case 'uint8': case 'bool': return new Uint8Array(data);
+    default: return null;  // float16, bfloat16, int16, int8: made from float32
   }
-  const n = (arr as Float32Array).length;
-  return finish(new Tensor(native.fromBuffer(arr, shape ?? [n], DTYPE_CODE[dtype])), opts);
+}
+
+function convert(t: Tensor, dtype: DType, opts: CreateOpts): Tensor {
+  const c = t.to(dtype);
+  t.dispose();
+  return finish(c, opts);
+}
+
+/**
+ * A tensor from a typed array (copied; its own dtype unless opts.dtype converts it, and a
+ * Uint8Array may be read as 'bool') or a flat number array (float32 unless opts.dtype).
+ */
+export function tensor(data: ArrayBufferView | readonly number[], shape?: readonly number[], opts: CreateOpts = {}): Tensor {
+  if (!ArrayBuffer.isView(data)) {
+    const dtype = opts.dtype ?? 'float32';
+    const arr = hostArray(data, dtype);
+    if (!arr) return convert(tensor(data, shape), dtype, opts);
+    return finish(new Tensor(native.fromBuffer(arr, shape ?? [data.length], DTYPE_CODE[dtype])), opts);
+  }
+  const own = dtypeOfArray(data);
+  const dtype = opts.dtype ?? own;
+  if (dtype === 'bool' && own !== 'uint8') throw new Error('bool tensors take a Uint8Array of 0/1');
+  const stored: DType = dtype === 'bool' ? 'bool' : own;
+  const t = new Tensor(native.fromBuffer(data, shape ?? [data.byteLength / DTYPE_BYTES[own]], DTYPE_CODE[stored]));
+  return stored === dtype ? finish(t, opts) : convert(t, dtype, opts);
 }
 
 export function scalarTensor(v: number, opts: CreateOpts = {}): Tensor {

@@ -10,7 +10,13 @@
 import * as fs from 'node:fs';
 import sharp from 'sharp';
 import { writeFileAtomic } from './atomic.js';
-import type { ImageU8 } from '../model/sam/transforms.js';
+/** An 8-bit image, HWC (row-major, channels interleaved). */
+export interface ImageU8 {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: number;
+}
 
 /** Decoded RGB image, row-major HWC uint8 (the layout of `np.asarray(img.convert('RGB'))`). */
 export interface RgbImage extends ImageU8 {

@@ -2,11 +2,11 @@
 // Bytes are little-endian and row-major (contiguous); `read()` lets a loader pull one tensor at a
 // time from a large file instead of holding the whole checkpoint in memory twice.
 
-export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
+// The element types are the engine's (engine/dtype.ts has no runtime dependencies, so readers and
+// writers here still work without the native addon).
+import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 
-export const DTYPE_BYTES: Record<DType, number> = {
-  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
-};
+export { DTYPE_BYTES, type DType };
 
 export interface RawTensor {
   dtype: DType;

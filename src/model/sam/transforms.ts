@@ -4,13 +4,9 @@
 // libImaging/Resample.c (8-bit path) so that the resized image is byte-identical to the reference:
 // same coefficients (double), same fixed-point rounding (22 fraction bits), same pass order.
 
-/** A uint8 image, row-major HWC (interleaved channels). */
-export interface ImageU8 {
-  data: Uint8Array;
-  width: number;
-  height: number;
-  channels: number;
-}
+import type { ImageU8 } from '../../io/image.js';
+
+export type { ImageU8 };
 
 /** Output size (h, w) whose longest side is `longSide`: `int(x * scale + 0.5)` as in the official code. */
 export function getPreprocessShape(h: number, w: number, longSide: number): [number, number] {
