@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'test', 'py'))
+from losses_ref import structure as structure_loss  # noqa: E402  (the test reference's formula)
 import sam_ref  # noqa: E402  (sets torch threads to 1 on import; callers set their own afterwards)
 
 DEFAULT_OPS = ['skip', 'conv_1x1', 'conv_3x3', 'conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5', 'avg_pool_3x3', 'max_pool_3x3']
@@ -296,27 +297,12 @@ def set_trainable(sam, layers, parts):
                 p.requires_grad_(True)
 
 
-def structure_loss(pred, mask):
-    """PraNet / Conv-LoRA structure loss with a per-pixel weighted BCE (as src/train/losses.ts and
-    test/py/losses_ref.py)."""
-    weit = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
-    wbce = F.binary_cross_entropy_with_logits(pred, mask, reduction='none')
-    wbce = (weit * wbce).sum(dim=(2, 3)) / weit.sum(dim=(2, 3))
-    pred = torch.sigmoid(pred)
-    inter = ((pred * mask) * weit).sum(dim=(2, 3))
-    union = ((pred + mask) * weit).sum(dim=(2, 3))
-    wiou = 1 - (inter + 1) / (union - inter + 1)
-    return (wbce + wiou).mean()
-
-
 def segment_logits(sam, images):
-    """Prompt-free SAM (the Conv-LoRA protocol), image by image through the decoder as
+    """Prompt-free SAM (the Conv-LoRA protocol), the whole batch through the decoder at once as
     src/model/sam/segment.ts: low-res logits (B, 1, 4h, 4w)."""
     emb = sam.image_encoder(images)
-    pe = sam.prompt_encoder.get_dense_pe()
-    outs = []
-    for i in range(images.shape[0]):
-        sparse, dense = sam.prompt_encoder(None, None, None)
-        low, _ = sam.mask_decoder(emb[i:i + 1], pe, sparse, dense, False)
-        outs.append(low)
-    return torch.cat(outs, 0)
+    B = images.shape[0]
+    sparse, dense = sam.prompt_encoder(None, None, None)
+    masks, _ = sam.mask_decoder.predict_masks(emb, sam.prompt_encoder.get_dense_pe(), sparse.expand(B, -1, -1),
+                                              dense.expand(B, -1, -1, -1), batched_images=True)
+    return masks[:, 0:1]

@@ -54,12 +54,17 @@ LOSSES = {
     'bce_dice': lambda x, y: F.binary_cross_entropy_with_logits(x, y) + dice(x, y, True),
 }
 
-T = st.load(sys.argv[1])
-out = {}
-for name, fn in LOSSES.items():
-    x = T['x'].clone().requires_grad_(True)
-    loss = fn(x, T['y'])
-    loss.backward()
-    out[name] = loss.detach().reshape(1)
-    out[name + '.grad'] = x.grad
-st.save(sys.argv[2], out)
+def main():
+    T = st.load(sys.argv[1])
+    out = {}
+    for name, fn in LOSSES.items():
+        x = T['x'].clone().requires_grad_(True)
+        loss = fn(x, T['y'])
+        loss.backward()
+        out[name] = loss.detach().reshape(1)
+        out[name + '.grad'] = x.grad
+    st.save(sys.argv[2], out)
+
+
+if __name__ == '__main__':
+    main()

@@ -406,13 +406,16 @@ class MaskDecoder(nn.Module):
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, mask_slice, :, :], iou_pred[:, mask_slice]
 
-    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                      batched_images=False):
+        # batched_images (not in the official code; mirrors mask_decoder.ts): one image per prompt set.
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-        src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
+        n = tokens.shape[0]
+        src = image_embeddings if batched_images else torch.repeat_interleave(image_embeddings, n, dim=0)
         src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+        pos_src = image_pe.expand(n, -1, -1, -1) if batched_images else torch.repeat_interleave(image_pe, n, dim=0)
         b, c, h, w = src.shape
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
