@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tensor, tidy, type Tensor } from '../../src/engine/index.js';
+import { tidy, type Tensor } from '../../src/engine/index.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import type { RawTensor } from '../../src/io/raw.js';
 
@@ -35,6 +35,5 @@ export function runPyRef(script: string, tensors: Map<string, RawTensor>, args: 
   }
 }
 
-export const raw = (t: Tensor): RawTensor => tidy(() => ({ dtype: 'float32' as const, shape: t.shape, data: t.contiguous().toBytes() }));
-export const fromRaw = (r: RawTensor): Tensor => tensor(new Float32Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 4), r.shape);
+export { toRaw as raw, fromRaw } from '../../src/adapters/io.js';
 export const maxRelErr = (a: Tensor, b: Tensor): number => tidy(() => a.sub(b).abs().max().item() / Math.max(b.abs().max().item(), 1e-30));

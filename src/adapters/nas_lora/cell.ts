@@ -2,7 +2,7 @@
 // Three states: searching (all ops, α-weighted), discretized (the arg-max op alone, weight 1, the
 // others no longer computed), re-parameterized (the conv-type ops summed into one kernel).
 import { F, Module, ModuleDict, noGrad, tidy, zeros, type Tensor } from '../../engine/index.js';
-import { embedKernel, getOp, type CandidateOp } from './ops.js';
+import { denseKernel, embedKernel, getOp, span, type CandidateOp } from './ops.js';
 
 /** One dense kernel for the conv-type ops, plus the other ops (pools) as weighted terms. */
 interface Reparam { kernel: Tensor | null; size: number; others: Array<{ op: CandidateOp; w: number }> }
@@ -94,12 +94,12 @@ export class MixedCell extends Module {
   reparameterize(): void {
     const w = this.weights();
     const convs = this.candidates.map((o, i) => ({ o, w: w[i] })).filter(({ o, w: wi }) => o.kind === 'conv' && wi !== 0);
-    const size = Math.max(1, ...convs.map(({ o }) => o.span ?? 1));
+    const size = Math.max(1, ...convs.map(({ o }) => span(o)));
     const kernel = convs.length
       ? noGrad(() => tidy(() => {
         let k: Tensor | null = null;
         for (const { o, w: wi } of convs) {
-          const t = o.kernel!(this.ops.get(o.name)!, this.channels, size).mul(wi);
+          const t = denseKernel(o, this.ops.get(o.name)!, this.channels, size).mul(wi);
           k = k ? k.add(t) : t;
         }
         return k!;

@@ -1,9 +1,10 @@
 // The candidate operations of a NAS-LoRA cell, each r→r on a (batch, r, H, W) map, stride 1,
 // same padding. Adding an op is one registerOp() call.
 //
-// For re-parameterization an op declares what it is: a convolution (then `kernel` gives its exact
-// dense equivalent, zero-padded to any odd size), 'avg' / 'max' pools, or 'zero'. 'perToken' ops
-// (skip, 1×1 conv) act on each token alone, so a cell of them can fold into W0.
+// For re-parameterization an op declares what it is: a convolution (then `conv` gives its weight
+// and dilation, and denseKernel() its exact equivalent zero-padded to any odd size), 'avg' / 'max'
+// pools, or 'zero'. 'perToken' ops (skip, 1×1 conv) act on each token alone, so a cell of them can
+// fold into W0.
 import { Conv2d, Empty, F, eye, tensor, zerosLike, noGrad, type Module, type Tensor } from '../../engine/index.js';
 
 export type OpKind = 'conv' | 'avg' | 'max' | 'zero';
@@ -16,10 +17,16 @@ export interface CandidateOp {
   apply(z: Tensor, m: Module): Tensor;
   /** For kind 'conv': its (r, r, k, k) weight, applied with `dilation` and same padding. */
   conv?: { k: number; dilation: number; weight(m: Module, r: number): Tensor };
-  /** For kind 'conv': the (r, r, size, size) kernel equal to this op with padding (size−1)/2. */
-  kernel?(m: Module, r: number, size: number): Tensor;
-  /** For kind 'conv': the smallest odd dense kernel size that expresses it. */
-  span?: number;
+}
+
+/** The smallest odd dense kernel size that expresses a conv-type op. */
+export function span(op: CandidateOp): number {
+  return op.conv ? op.conv.dilation * (op.conv.k - 1) + 1 : 1;
+}
+
+/** The (r, r, size, size) kernel equal to a conv-type op applied with padding (size−1)/2. */
+export function denseKernel(op: CandidateOp, m: Module, r: number, size: number): Tensor {
+  return embedKernel(op.conv!.weight(m, r), op.conv!.dilation, size);
 }
 
 export const OPS = new Map<string, CandidateOp>();
@@ -32,9 +39,9 @@ function placement(k: number, dilation: number, size: number): Tensor {
   const key = `${k}/${dilation}/${size}`;
   let p = placements.get(key);
   if (!p) {
-    const span = dilation * (k - 1) + 1;
-    if (size < span) throw new Error(`kernel of span ${span} does not fit in ${size}`);
-    const off = (size - span) / 2;
+    const extent = dilation * (k - 1) + 1;
+    if (size < extent) throw new Error(`kernel of span ${extent} does not fit in ${size}`);
+    const off = (size - extent) / 2;
     const m = new Float32Array(k * k * size * size);
     for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) m[(a * k + b) * size * size + (off + a * dilation) * size + off + b * dilation] = 1;
     p = tensor(m, [k * k, size * size]).keep();
@@ -52,20 +59,18 @@ export function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
 function convOp(name: string, k: number, dilation: number): CandidateOp {
   const weight = (m: Module) => (m as Conv2d).weight;
   return {
-    name, kind: 'conv', perToken: k === 1, span: dilation * (k - 1) + 1,
+    name, kind: 'conv', perToken: k === 1,
     build: (r) => new Conv2d(r, r, k, { padding: (dilation * (k - 1)) / 2, dilation, bias: false }),
     apply: (z, m) => (m as Conv2d).forward(z),
     conv: { k, dilation, weight },
-    kernel: (m, _r, size) => embedKernel(weight(m), dilation, size),
   };
 }
 
 registerOp({
-  name: 'skip', kind: 'conv', perToken: true, span: 1,
+  name: 'skip', kind: 'conv', perToken: true,
   build: () => new Empty(),
   apply: (z) => z,
   conv: { k: 1, dilation: 1, weight: (_m, r) => eye(r).reshape(r, r, 1, 1) },
-  kernel: (_m, r, size) => embedKernel(eye(r).reshape(r, r, 1, 1), 1, size),
 });
 registerOp(convOp('conv_1x1', 1, 1));
 registerOp(convOp('conv_3x3', 3, 1));
