@@ -8,7 +8,7 @@ import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/s
 import { loadSamFile } from '../model/sam/build.js';
 import { segmentLogits } from '../model/sam/segment.js';
 import type { RunConfig } from './config.js';
-import { hashSeed, loadDataset, mulberry32, shuffleInPlace } from './data/dataset.js';
+import { loadDataset, makeSplits } from './data/dataset.js';
 import type { SampleSource } from './data/loader.js';
 import { makeSyntheticDomain } from './data/synthetic.js';
 import { evaluate, train, type SegModel, type TrainResult } from './trainer.js';
@@ -20,22 +20,12 @@ export interface Splits { train: SampleSource[]; val: SampleSource[]; test: Samp
 
 /** The run's data: a folder/CSV with its splits, or a synthetic domain split by fractions. */
 export function loadSplits(cfg: RunConfig, archFrac: number): Splits {
+  const opts = { seed: cfg.data.splits.seed, fractions: cfg.data.splits.fractions, archFrac };
   if (cfg.data.synthetic) {
     const s = cfg.data.synthetic;
-    const items = makeSyntheticDomain(s.kind, s.n, s.size, s.seed).samples;
-    const order = shuffleInPlace(items.map((_, i) => i), mulberry32(hashSeed(cfg.data.splits.seed, 'split')));
-    const [ftr, fva] = cfg.data.splits.fractions;
-    const sum = cfg.data.splits.fractions.reduce((a, b) => a + b, 0);
-    const nTr = Math.round((ftr / sum) * items.length);
-    const nVa = Math.round((fva / sum) * items.length);
-    const trainAll = order.slice(0, nTr).map((i) => items[i]);
-    const nArch = Math.round(archFrac * trainAll.length);
-    return {
-      train: trainAll.slice(nArch), arch: trainAll.slice(0, nArch),
-      val: order.slice(nTr, nTr + nVa).map((i) => items[i]), test: order.slice(nTr + nVa).map((i) => items[i]),
-    };
+    return makeSplits({ samples: makeSyntheticDomain(s.kind, s.n, s.size, s.seed).samples, givenSplits: null }, opts);
   }
-  const { splits } = loadDataset(cfg.data.dir!, { seed: cfg.data.splits.seed, fractions: cfg.data.splits.fractions, archFrac, maskSuffix: cfg.data.mask_suffix });
+  const { splits } = loadDataset(cfg.data.dir!, { ...opts, maskSuffix: cfg.data.mask_suffix });
   return splits;
 }
 

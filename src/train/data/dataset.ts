@@ -16,12 +16,12 @@ export interface Sample {
   maskPath: string;
 }
 
-export interface DatasetSplits {
-  train: Sample[];
-  val: Sample[];
-  test: Sample[];
+export interface DatasetSplits<T extends { id: string } = Sample> {
+  train: T[];
+  val: T[];
+  test: T[];
   /** Architecture split for NAS search, carved out of (and disjoint from) train. */
-  arch: Sample[];
+  arch: T[];
 }
 
 export type SplitName = 'train' | 'val' | 'test' | 'arch';
@@ -292,17 +292,20 @@ function discoverCsv(csv: string): DiscoveredDataset {
  * The arch split is then drawn from train with a seed derived from `seed`, so train ∪ arch is the same
  * whatever archFrac is, and val/test never depend on archFrac.
  */
-export function makeSplits(ds: DiscoveredDataset, opts: SplitOptions = {}): DatasetSplits {
+/** Splits of any samples with ids (a discovered data set, or in-memory ones such as the demo's). */
+export function makeSplits<T extends { id: string } = Sample>(
+  ds: { samples: T[]; givenSplits: DiscoveredDataset['givenSplits'] }, opts: SplitOptions = {},
+): DatasetSplits<T> {
   const seed = opts.seed ?? 0;
   const archFrac = opts.archFrac ?? DEFAULT_ARCH_FRAC;
   const byId = new Map(ds.samples.map((s) => [s.id, s]));
-  let train: Sample[];
-  let val: Sample[];
-  let test: Sample[];
-  let givenArch: Sample[] = [];
+  let train: T[];
+  let val: T[];
+  let test: T[];
+  let givenArch: T[] = [];
   if (ds.givenSplits) {
     const seen = new Set<string>(); // an id listed twice goes to the first split only (leak is reported)
-    const pick = (ids: string[]): Sample[] =>
+    const pick = (ids: string[]): T[] =>
       ids.flatMap((id) => {
         const s = byId.get(id);
         if (!s || seen.has(id)) return [];
@@ -325,7 +328,7 @@ export function makeSplits(ds: DiscoveredDataset, opts: SplitOptions = {}): Data
     val = all.slice(nTrain, nTrain + nVal);
     test = all.slice(nTrain + nVal);
   }
-  const sortById = (a: Sample, b: Sample): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const sortById = (a: T, b: T): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   if (givenArch.length > 0) return { train: train.sort(sortById), val: val.sort(sortById), test: test.sort(sortById), arch: givenArch.sort(sortById) };
   const shuffled = shuffleInPlace([...train].sort(sortById), mulberry32(hashSeed(seed, 'arch')));
   const nArch = Math.min(Math.round(train.length * Math.max(0, archFrac)), Math.max(0, train.length - 1));
