@@ -23,12 +23,15 @@ export class RunDir {
 
   readJsonLines<T>(name: string): T[] {
     if (!fs.existsSync(this.file(name))) return [];
-    const out: T[] = [];
-    for (const line of fs.readFileSync(this.file(name), 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      try { out.push(JSON.parse(line) as T); } catch { /* torn last line after a kill */ }
-    }
-    return out;
+    const lines = fs.readFileSync(this.file(name), 'utf8').split('\n').filter((l) => l.trim());
+    return lines.flatMap((line, i) => {
+      try {
+        return [JSON.parse(line) as T];
+      } catch (e) {
+        if (i === lines.length - 1) return [];  // a line torn by a kill mid-write
+        throw new Error(`${this.file(name)}: line ${i + 1} is not JSON (${(e as Error).message})`);
+      }
+    });
   }
 
   /** Drops event lines written after `step` (they belong to work a resumed run redoes). */
