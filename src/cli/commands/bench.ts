@@ -16,9 +16,11 @@ export function registerBench(program: Command): void {
     .description(`benchmarks against PyTorch: ${Object.keys(SUITES).join(', ')}`)
     .argument('<suite>', Object.keys(SUITES).join(' | '))
     .option('--json', 'print {"rows":[...]} and nothing else on stdout')
-    .action(async (suite: string, o: { json?: boolean }) => {
+    .option('--grid <grid>', 'bench train: token grids to measure, small | large | all (default all, or NASLORA_BENCH_GRID)')
+    .action(async (suite: string, o: { json?: boolean; grid?: string }) => {
       const run = SUITES[suite];
       if (!run) throw new Error(`unknown bench suite '${suite}' (choose from ${Object.keys(SUITES).join(', ')})`);
+      if (o.grid !== undefined) process.env.NASLORA_BENCH_GRID = o.grid;  // read by bench/train.ts and its children
       // OpenBLAS keeps its own thread pool, and on 2 cores it ran the same GEMM on one or two cores
       // depending on the process's history (in naslora and PyTorch alike): pin it, the same for
       // both twins (they inherit the variable), unless the user chose a value.
