@@ -11,6 +11,7 @@ import { registerData } from './commands/data.js';
 import { registerPredict } from './commands/predict.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerConvert } from './commands/convert.js';
+import { registerCompare } from './commands/compare.js';
 
 const program = new Command()
   .name('naslora')
@@ -22,6 +23,7 @@ const program = new Command()
 registerDoctor(program);
 registerBench(program);
 registerTrain(program);
+registerCompare(program);
 registerEval(program);
 registerExport(program);
 registerData(program);

@@ -11,9 +11,10 @@ export interface Progress {
 
 export const silentProgress: Progress = { start() {}, tick() {}, log() {}, stop() {} };
 
-export function makeProgress(label: string, o: { logEvery?: number; stream?: NodeJS.WriteStream } = {}): Progress {
+/** `jsonStream`: where the JSON lines go when `stream` is not a terminal (default stdout). */
+export function makeProgress(label: string, o: { logEvery?: number; stream?: NodeJS.WriteStream; jsonStream?: NodeJS.WritableStream } = {}): Progress {
   const stream = o.stream ?? process.stderr;
-  if (!stream.isTTY) return jsonProgress(label, o.logEvery ?? 10);
+  if (!stream.isTTY) return jsonProgress(label, o.logEvery ?? 10, o.jsonStream ?? process.stdout);
   const bar = new cliProgress.SingleBar({
     format: `${label} {stage} |{bar}| {value}/{total} loss {loss} | {rate} step/s | ETA {eta_formatted}`,
     stream, hideCursor: true, etaBuffer: 20,
@@ -31,11 +32,11 @@ export function makeProgress(label: string, o: { logEvery?: number; stream?: Nod
   };
 }
 
-function jsonProgress(label: string, every: number): Progress {
+function jsonProgress(label: string, every: number, out: NodeJS.WritableStream): Progress {
   let total = 0;
   let t0 = Date.now();
   let s0 = 0;
-  const emit = (o: object) => process.stdout.write(JSON.stringify({ task: label, ...o }) + '\n');
+  const emit = (o: object) => out.write(JSON.stringify({ task: label, ...o }) + '\n');
   return {
     start(t, at) { total = t; t0 = Date.now(); s0 = at; emit({ event: 'start', total, at }); },
     tick(step, i) {

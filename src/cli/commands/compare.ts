@@ -1,0 +1,49 @@
+// `naslora compare`: every method × seed of a compare file, one run after another, then
+// compare.json and compare.md in out_dir.
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { formatCompareMarkdown, planCompare, runCompare } from '../../compare/compare.js';
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+const EXAMPLE = `
+A compare file:
+
+  base: base.yaml        # run config shared by every run (data, model, optim, train budget);
+                         # a path relative to the compare file's folder, or an inline mapping;
+                         # must not set method.name, train.seed or train.out_dir
+  methods:               # a preset name, zero-shot, or {name, preset, set} for a variant
+    - zero-shot          # the base checkpoint on the test split, no training
+    - decoder-only
+    - lora
+    - { name: nas-lora-r8, preset: nas-lora, set: { method.rank: 8 } }
+  seeds: [0, 1, 2]
+  out_dir: runs/compare  # relative to the current folder, like train.out_dir
+
+Each run: the method's preset, base merged over it, the method's set (dotted keys; a mapping value
+replaces that whole section, as --set does), --set, then train.seed and train.out_dir. Runs go to
+<out_dir>/<method>/seed<k> and are scored on the test split. zero-shot needs model.pretrained=sam
+and a checkpoint in base; it is evaluated once per seed (same numbers each time).
+Re-running skips finished runs (metrics.json), resumes killed ones (checkpoints/last) and restarts
+partial ones without a checkpoint; a run folder made with another config is an error.
+Time ratios are against the methods named conv-lora and lora (or the only entry with that preset).`;
+
+export function registerCompare(program: Command): void {
+  program
+    .command('compare')
+    .description('fair multi-seed comparison: every method × seed with the same data splits, steps, batch and evaluation; writes compare.json and compare.md')
+    .requiredOption('-c, --config <compare.yaml>', 'compare file: base (path relative to the compare file, or inline), methods, seeds, out_dir')
+    .option('--set <key=value>', 'override a run-config value in every run, after each method\'s set (repeatable); train.seed, train.out_dir and method.name are compare\'s', collect, [])
+    .option('--json', 'print {"runs":[...],"methods":[...]} on stdout and nothing else (all progress on stderr)')
+    .addHelpText('after', EXAMPLE)
+    .action(async (o: { config: string; set: string[]; json?: boolean }) => {
+      const plan = planCompare(o.config, o.set);
+      const r = await runCompare(plan);
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ runs: r.runs, methods: r.methods }) + '\n');
+        return;
+      }
+      process.stdout.write(formatCompareMarkdown(r));
+      console.error(`results: ${path.join(plan.outDir, 'compare.md')}, ${path.join(plan.outDir, 'compare.json')}`);
+    });
+}
