@@ -40,7 +40,7 @@ test('presets are complete and valid once data is set', () => {
     ['search', 0.4, true, false],
     ['fix', 0.4, false, true],
   ]);
-  assert.deepEqual(n.schedule.alpha_optim, { lr: 3e-3, betas: [0.5, 0.999], weight_decay: 1e-3, mode: 'joint' });
+  assert.deepEqual(n.schedule.alpha_optim, { lr: 3e-3, betas: [0.5, 0.999], weight_decay: 1e-3, mode: 'joint', travel: 20 });
   assert.equal(n.optim.lr, 1e-4);
   assert.equal(n.optim.grad_clip, 1);
   assert.equal(n.data.batch_size * n.optim.grad_accum, 4);

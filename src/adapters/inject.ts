@@ -3,7 +3,7 @@
 import { Linear, type Module, type Tensor } from '../engine/index.js';
 import { AdapterLayer } from './base.js';
 import { ConvLoraLayer } from './conv_lora/layer.js';
-import { NasLoraLayer } from './nas_lora/layer.js';
+import { NasLoraLayer, type NasBranch } from './nas_lora/layer.js';
 import type { MixedCell } from './nas_lora/cell.js';
 import { getMethod, type AdapterConfig } from './registry.js';
 
@@ -30,10 +30,10 @@ export function findAdapters(model: Module): InjectedLayer[] {
   return [...model.namedModules()].filter(([, m]) => m instanceof AdapterLayer).map(([path, m]) => ({ path, layer: m as AdapterLayer }));
 }
 
-/** NAS cells with their paths ('<layer path>.<branch>.cell'). */
-export function nasCells(layers: InjectedLayer[]): Array<{ path: string; cell: MixedCell }> {
+/** NAS cells with their paths ('<layer path>.<branch>.cell') and branches. */
+export function nasCells(layers: InjectedLayer[]): Array<{ path: string; cell: MixedCell; branch: NasBranch }> {
   return layers.flatMap(({ path, layer }) => layer instanceof NasLoraLayer
-    ? layer.cells().map((cell, i) => ({ path: `${path}.${layer.branchNames[i]}.cell`, cell }))
+    ? layer.branches.map((b, i) => ({ path: `${path}.${layer.branchNames[i]}.cell`, cell: (b as NasBranch).cell, branch: b as NasBranch }))
     : []);
 }
 

@@ -16,7 +16,11 @@ export const ADAPTER_FILE = 'adapter.safetensors';
 export const CONFIG_FILE = 'adapter_config.json';
 export const FORMAT = 'naslora-adapter/1';
 
-export interface CellRecord { path: string; ops: string[]; alpha: number[]; derived: string | null; reparameterized: boolean; others?: Array<{ op: string; w: number }>; size?: number }
+export interface CellRecord {
+  path: string; ops: string[]; alpha: number[]; derived: string | null; reparameterized: boolean; others?: Array<{ op: string; w: number }>; size?: number;
+  /** Ops still in the search (absent: all); a folded cell lives in lora_B (B·M) and is not computed. */
+  active?: boolean[]; folded?: boolean;
+}
 
 export interface AdapterFileConfig {
   format: typeof FORMAT;
@@ -71,10 +75,10 @@ export function saveAdapter(dir: string, model: Module, method: AdapterConfig, o
     .filter(([n, p]) => p.requiresGrad || ['lora', 'ops', 'alpha'].includes(partOf(n)))
     .map(([n]) => partOf(n)))].filter((p) => p !== 'encoder');
   const tensors: Array<[string, RawTensor]> = params.filter(([n]) => parts.includes(partOf(n))).map(([n, p]) => [n, toRaw(p)]);
-  const cells: CellRecord[] = nasCells(layers).map(({ path: p, cell }) => {
+  const cells: CellRecord[] = nasCells(layers).map(({ path: p, cell, branch }) => {
     const rec: CellRecord = {
       path: p, ops: cell.candidates.map((c) => c.name), alpha: [...cell.alpha.toArray()], derived: cell.derived,
-      reparameterized: cell.reparam !== null,
+      reparameterized: cell.reparam !== null, active: [...cell.active], folded: branch.folded,
     };
     if (cell.reparam) {
       rec.size = cell.reparam.size;
@@ -154,13 +158,24 @@ function restore(dir: string, cfg: AdapterFileConfig, model: Module, layers: Inj
     for (const k of src.keys()) if (!kernelNames.has(k)) sd.set(k, read(k));
     model.loadStateDict(sd, false);
     for (const t of sd.values()) t.dispose();
-    const cellsByPath = new Map(nasCells(layers).map((c) => [c.path, c.cell]));
+    const cellsByPath = new Map(nasCells(layers).map((c) => [c.path, c]));
     for (const rec of cfg.cells) {
-      const cell = cellsByPath.get(rec.path);
-      if (!cell) throw new Error(`adapter ${dir}: cell ${rec.path} is not in the model`);
+      const found = cellsByPath.get(rec.path);
+      if (!found) throw new Error(`adapter ${dir}: cell ${rec.path} is not in the model`);
+      const { cell, branch } = found;
+      if (rec.active) {
+        if (rec.active.length !== cell.candidates.length) throw new Error(`adapter ${dir}: cell ${rec.path} lists ${rec.active.length} active flags for ${cell.candidates.length} ops`);
+        cell.active = [...rec.active];
+      }
       if (rec.derived) {
         cell.discretize();
         cell.derived = rec.derived;  // the saved choice wins over a tie in α
+      }
+      if (rec.folded) {
+        // lora_B was saved with the cell folded into it (B·M): mark it, do not fold again.
+        if (!rec.derived) throw new Error(`adapter ${dir}: cell ${rec.path} is folded but has no derived op`);
+        branch.folded = true;
+        cell.requiresGrad_(false);
       }
       if (rec.reparameterized) {
         cell.reparam?.kernel?.dispose();

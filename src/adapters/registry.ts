@@ -14,6 +14,8 @@ export interface AdapterConfig {
   qv_only: boolean;
   ops: string[];
   alpha_init: number;
+  /** NAS cells' conv initialisation (absent = 'default'). */
+  ops_init?: 'default' | 'dirac';
   pc_k: number;
   experts: number;
   moe_loss_weight: number;

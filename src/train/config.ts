@@ -88,6 +88,8 @@ const MethodSchema = z.strictObject({
   ops: z.array(z.enum(NAS_OPS)).min(1),
   /** Initial value of every α entry (0 = uniform mix). */
   alpha_init: z.number(),
+  /** NAS cells' convolutions: 'default' Kaiming-uniform, or 'dirac' = identity plus small noise (the cell starts as skip). */
+  ops_init: z.enum(['default', 'dirac']),
   /** NAS-PC-LoRA: ⌈r/K⌉ channels go through the mixed op. */
   pc_k: PosInt,
   /** Conv-LoRA */
@@ -133,6 +135,31 @@ const ScheduleSchema = z.strictObject({
     weight_decay: z.number().nonnegative(),
     /** joint: α and weights from one backward on the same batch; alternate: first-order DARTS. */
     mode: z.enum(['joint', 'alternate']),
+    /**
+     * How far (in logits) α may travel over the whole search: α's learning rate becomes
+     * travel ÷ (number of search steps), since Adam moves a parameter by about lr per step whatever
+     * the gradient's scale. null = use lr as given (then a short search cannot move α).
+     */
+    travel: z.number().positive().nullable(),
+  }),
+  /** How NAS cells search (ignored by methods without cells; non-default values are errors there). */
+  search: z.strictObject({
+    /** 'mixed': every op, softmax(α)-weighted (DARTS); 'gumbel': one op sampled per cell and step (GDAS). */
+    sampling: z.enum(['mixed', 'gumbel']),
+    /** Gumbel-softmax temperature, linear from the first to the second value over the search steps. */
+    tau: z.tuple([z.number().positive(), z.number().positive()]),
+    /** Progressive shrinking: when `at` of the search steps are done, keep the `keep` highest-weight ops of each cell. */
+    shrink: z.array(z.strictObject({ at: Frac, keep: PosInt })),
+    /** β-Decay regularisation (Ye et al., CVPR 2022) against parameter-free collapse: weight·Σ_cells logsumexp(α) added to α's loss. 0 = off. */
+    beta_decay: z.number().nonnegative(),
+    /** Discretise a cell early once its normalised entropy stayed below `entropy` with the same arg-max for `patience` search steps. */
+    early_discretize: z.strictObject({ entropy: Frac, patience: PosInt }).nullable(),
+    /** Warn when a cell is discretised with the winner's weight less than this above the runner-up's. */
+    warn_margin: Frac,
+    /** At discretisation, the cheapest op (skip < conv_1x1 < pools < convs by multiply-adds) within this weight of the maximum wins; 0 = plain arg-max. */
+    tie_margin: Frac,
+    /** Fold a cell discretised to a per-token op (skip, conv_1x1) into lora_B so that it costs what LoRA costs. */
+    fold_fix: z.boolean(),
   }),
 });
 
@@ -204,6 +231,20 @@ function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
     }
     if (s.train.length === 0 && !s.optimize_alpha) bad(at('train'), 'stage trains nothing');
   });
+  const se = c.schedule.search;
+  if (!nas) {
+    const def = SEARCH_DEFAULTS;
+    for (const k of ['sampling', 'beta_decay', 'early_discretize', 'fold_fix'] as const)
+      if (JSON.stringify(se[k]) !== JSON.stringify(def[k])) bad(['schedule', 'search', k], `method '${c.method.name}' has no NAS cells; leave it at ${JSON.stringify(def[k])}`);
+    if (se.shrink.length) bad(['schedule', 'search', 'shrink'], `method '${c.method.name}' has no NAS cells to shrink`);
+    if (c.method.ops_init !== 'default') bad(['method', 'ops_init'], `method '${c.method.name}' has no NAS ops to initialise`);
+  }
+  se.shrink.forEach((r, i) => {
+    if (r.keep >= c.method.ops.length) bad(['schedule', 'search', 'shrink', i, 'keep'], `keeps ${r.keep} of ${c.method.ops.length} ops: nothing to drop`);
+    if (i > 0 && !(r.at > se.shrink[i - 1].at && r.keep < se.shrink[i - 1].keep)) bad(['schedule', 'search', 'shrink', i], 'shrink points must come later and keep fewer ops than the one before');
+  });
+  if (nas && (se.shrink.length || se.early_discretize) && !c.schedule.stages.some((s) => s.optimize_alpha))
+    bad(['schedule', 'search'], 'shrink and early_discretize act during the search; no stage has optimize_alpha');
   const usesArch = c.schedule.stages.some((s) => s.optimize_alpha && (s.alpha_split ?? (c.schedule.alpha_optim.mode === 'alternate' ? 'arch' : 'train')) === 'arch');
   if (usesArch && c.data.splits.arch_frac <= 0) bad(['data', 'splits', 'arch_frac'], "must be > 0 when a stage trains α on the 'arch' split");
   if ((c.train.epochs === null) === (c.train.steps === null)) bad(['train', 'epochs'], 'set exactly one of train.epochs and train.steps (the other null)');
@@ -229,6 +270,11 @@ type StageInput = RunConfigInput['schedule']['stages'][number];
 
 // ---------------------------------------------------------------- presets
 
+/** schedule.search for methods without cells, and the starting point of the NAS presets. */
+export const SEARCH_DEFAULTS: RunConfigInput['schedule']['search'] = {
+  sampling: 'mixed', tau: [5, 0.5], shrink: [], beta_decay: 0, early_discretize: null, warn_margin: 0.1, tie_margin: 0.05, fold_fix: false,
+};
+
 function base(name: MethodName): RunConfigInput {
   const nas = NAS_METHODS.includes(name);
   const parts: TrainPart[] = name === 'decoder-only' ? ['decoder'] : name === 'lora' ? ['lora', 'decoder'] : ['lora', 'ops', 'decoder'];
@@ -249,7 +295,7 @@ function base(name: MethodName): RunConfigInput {
     method: {
       // Conv-LoRA's defaults (r=3, lora_alpha=32) for every LoRA-family preset, so they compare at equal rank.
       name, rank: 3, lora_alpha: 32, dropout: 0, targets: '^image_encoder\\.blocks\\.\\d+\\.attn\\.qkv$', qv_only: false,
-      ops: [...DEFAULT_OPS], alpha_init: 0, pc_k: 2, experts: 8, moe_loss_weight: 0.01, gate_noise: true,
+      ops: [...DEFAULT_OPS], alpha_init: 0, ops_init: nas ? 'dirac' : 'default', pc_k: 2, experts: 8, moe_loss_weight: 0.01, gate_noise: true,
     },
     optim: {
       name: 'adamw', lr: 1e-4, weight_decay: 1e-4, betas: [0.9, 0.999], eps: 1e-8, grad_clip: 1.0, grad_accum: 1,
@@ -258,7 +304,8 @@ function base(name: MethodName): RunConfigInput {
     loss: 'structure',
     schedule: {
       stages: nas ? [stage('warmup', 0.2), stage('search', 0.4, true), stage('fix', 0.4, false, true)] : [stage('train', 1)],
-      alpha_optim: { lr: 3e-3, betas: [0.5, 0.999], weight_decay: 1e-3, mode: 'joint' },
+      alpha_optim: { lr: 3e-3, betas: [0.5, 0.999], weight_decay: 1e-3, mode: 'joint', travel: nas ? 20 : null },
+      search: nas ? { ...SEARCH_DEFAULTS, fold_fix: true } : { ...SEARCH_DEFAULTS },
     },
     train: { epochs: 20, steps: null, seed: 0, eval_every: 1, log_every: 10, out_dir: `runs/${name}` },
     eval: { metrics: [...METRICS], split: 'val', threshold: 0.5 },

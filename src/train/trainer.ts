@@ -10,13 +10,16 @@ import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, noGrad, tensor, tidy,
 import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import { MetricsAggregator, type ImageMetrics } from '../eval/metrics.js';
 import type { RunConfig, StageConfig } from './config.js';
-import { batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from './data/loader.js';
+import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from './data/loader.js';
 import { hashSeed } from './data/dataset.js';
 import { lossByName } from './losses.js';
 import { learningRate } from './lr.js';
 import { RunDir } from './run_dir.js';
 import { loadOptimizers, saveOptimizers, type SavedOptimizers } from './state.js';
 import type { Progress } from './progress.js';
+import { NasSearch, planStages, type SearchState, type StagePlan } from './search.js';
+
+export { planStages, type StagePlan };
 
 /** A segmentation model as the trainer sees it. */
 export interface SegModel {
@@ -46,20 +49,9 @@ interface TrainerState {
   best: { step: number; dice: number } | null;
   losses: number[];
   seconds: number;
+  search?: SearchState;
 }
 
-export interface StagePlan { stage: StageConfig; start: number; end: number }
-
-/** Stage boundaries in steps from their shares. */
-export function planStages(stages: StageConfig[], total: number): StagePlan[] {
-  let acc = 0;
-  return stages.map((s, i) => {
-    const start = Math.round(acc * total);
-    acc += s.share;
-    const end = i === stages.length - 1 ? total : Math.round(acc * total);
-    return { stage: s, start, end };
-  });
-}
 
 function partsOf(stage: StageConfig): Part[] {
   return [...stage.train, ...(stage.optimize_alpha ? ['alpha' as const] : [])];
@@ -69,6 +61,12 @@ export function totalSteps(cfg: RunConfig, nTrain: number): { total: number; per
   const perEpoch = batchCount(nTrain, cfg.data.batch_size, false);
   const micro = cfg.train.steps !== null ? cfg.train.steps * cfg.optim.grad_accum : (cfg.train.epochs ?? 1) * perEpoch;
   return { total: Math.max(1, Math.ceil(micro / cfg.optim.grad_accum)), perEpoch };
+}
+
+/** data.cache: decoded samples are kept in memory for the whole process (small sets), shared by training and evaluation. */
+const sampleCache = new SampleCache();
+function cacheFor(cfg: RunConfig): SampleCache | null {
+  return cfg.data.cache ? sampleCache : null;
 }
 
 /** Endless deterministic micro-batch stream starting at global micro-batch index `from`. */
@@ -81,7 +79,7 @@ async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number
       imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize,
       threshold: cfg.data.threshold, augment: { hflip: cfg.data.augment.hflip, cropScale: cfg.data.augment.crop_scale },
       batchSize: cfg.data.batch_size, seed: hashSeed(cfg.train.seed, seedTag), epoch, shuffle: true,
-      prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, startBatch: start,
+      prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, startBatch: start, cache: cacheFor(cfg),
     });
     epoch += 1;
     start = 0;
@@ -108,7 +106,7 @@ export async function evaluate(model: SegModel, items: SampleSource[], cfg: RunC
   model.module.eval();
   for await (const b of iterateBatches(items, {
     imageSize: cfg.data.image_size, labelSize: L, resize: cfg.data.resize, threshold: cfg.data.threshold, augment: null,
-    batchSize: cfg.data.batch_size, shuffle: false, prefetch: cfg.data.prefetch, workers: cfg.data.num_workers,
+    batchSize: cfg.data.batch_size, shuffle: false, prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, cache: cacheFor(cfg),
   })) {
     const probs = noGrad(() => tidy(() => {
       const { images } = toTensors(b);
@@ -141,9 +139,14 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   const weightParams = named.filter(([n]) => stageParts.has(partOf(n)) && partOf(n) !== 'alpha').map(([, p]) => p);
   const alphaParams = cells.map((c) => c.cell.alpha);
   const opt = new AdamW(weightParams, { lr: cfg.optim.lr, weightDecay: cfg.optim.weight_decay, betas: cfg.optim.betas, eps: cfg.optim.eps });
+  const search = new NasSearch(cfg, plan, cells, (e, msg) => {
+    run.append('events.jsonl', e);
+    inp.progress.log(msg);
+  });
   const alphaOpt = alphaParams.length
-    ? new Adam(alphaParams, { lr: cfg.schedule.alpha_optim.lr, betas: cfg.schedule.alpha_optim.betas, weightDecay: cfg.schedule.alpha_optim.weight_decay })
+    ? new Adam(alphaParams, { lr: search.alphaLr, betas: cfg.schedule.alpha_optim.betas, weightDecay: cfg.schedule.alpha_optim.weight_decay })
     : null;
+  if (cells.length && search.steps > 0) inp.progress.log(`search: ${search.describe()}`);
 
   let state: TrainerState = { step: 0, stage: '', best: null, losses: [], seconds: 0 };
   if (inp.resume) {
@@ -153,6 +156,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     loadAdapterState(dir, model.module);
     loadOptimizers(dir, saved.optimizers, { main: opt as never, alpha: alphaOpt as never });
     state = { step: saved.step, stage: saved.stage, best: saved.best, losses: saved.losses, seconds: saved.seconds };
+    search.state = saved.search ?? { stable: {}, discretized: {} };
     run.truncateEvents('events.jsonl', (e) => (e.step ?? 0) <= state.step);
     run.truncateEvents('alpha_history.jsonl', (e) => (e.step ?? 0) <= state.step);
     inp.progress.log(`resumed from ${dir} at step ${state.step}/${total}`);
@@ -165,16 +169,16 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   const t0 = Date.now() - state.seconds * 1000;
   let current: StagePlan | null = null;
 
+
   const enterStage = (p: StagePlan, fresh: boolean) => {
     current = p;
     setTrainable(model.module, partsOf(p.stage));
     if (fresh && p.stage.discretize_at_entry) {
-      const derived = Object.fromEntries(cells.map(({ path: cp, cell }) => [cp, cell.derived ?? cell.discretize()]));
-      run.writeJson('derived_ops.json', { step: state.step, stage: p.stage.name, derived });
-      inp.progress.log(`stage ${p.stage.name}: cells discretized: ${summarizeOps(Object.values(derived))}`);
+      search.discretizeAll(state.step);
+      run.writeJson('derived_ops.json', search.record(state.step, p.stage.name));
+      inp.progress.log(`stage ${p.stage.name}: cells discretized: ${summarizeOps(cells.map((c) => c.cell.derived!))}`);
     }
-    // Discretized cells keep α and unused ops frozen whatever the stage says.
-    for (const { cell } of cells) if (cell.derived) cell.discretize();
+    search.refreeze();
     if (fresh) run.append('events.jsonl', { type: 'stage', step: state.step, stage: p.stage.name, trainable: countByPart(model.module) });
     inp.progress.log(`stage ${p.stage.name} (steps ${p.start}–${p.end}): training ${partsOf(p.stage).join(', ')}`);
   };
@@ -189,6 +193,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     const lr = learningRate(state.step, total, cfg.optim);
     for (const g of opt.groups) g.hyper.lr = lr;
     const searching = p.stage.optimize_alpha && alphaOpt !== null;
+    if (cells.length) search.beforeStep(state.step);
 
     // Alternate (first-order DARTS): α steps on an arch batch with the weights fixed.
     if (searching && alternate && archIt) {
@@ -198,7 +203,9 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
         const { images, masks } = toTensors(b);
         alphaOpt!.zeroGrad();
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
-        withAux(loss(out, masks), layers).backward();
+        const l = withAux(loss(out, masks), layers);
+        const r = search.regularizer();
+        (r ? l.add(r) : l).backward();
         alphaOpt!.step();
       });
       setTrainable(model.module, partsOf(p.stage).filter((x) => x !== 'alpha'));
@@ -213,7 +220,8 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
         const { images, masks } = toTensors(b);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);
         const l = withAux(loss(out, masks), layers).div(accum);
-        l.backward();
+        const r = searching && !alternate ? search.regularizer(1 / accum) : null;
+        (r ? l.add(r) : l).backward();
         return l.item();
       });
     }
@@ -222,6 +230,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     opt.step();
     if (searching && !alternate) alphaOpt!.step();
     state.losses.push(stepLoss);
+    if (searching && search.afterSearchStep(state.step + 1)) run.writeJson('derived_ops.json', search.record(state.step + 1, p.stage.name));
 
     const done = state.step + 1;
     const mem = memory();
@@ -247,17 +256,14 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
         // RNG state: libtorch is re-seeded from (seed, step) before each step and the data order is a
         // function of (seed, epoch, position), so the step number is the whole random state.
         const rng = { scheme: 'reseed-per-step', seed: cfg.train.seed, next_step: done };
-        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, rng, optimizers }, null, 2));
+        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, rng, search: search.state, optimizers }, null, 2));
       };
       run.writeCheckpoint('last', write);
       if (improved) run.writeCheckpoint('best', write);
     }
   }
   inp.progress.stop();
-  if (cells.length) {
-    const derived = Object.fromEntries(cells.map(({ path: cp, cell }) => [cp, cell.derived ?? cell.describe().weights]));
-    run.writeJson('derived_ops.json', { step: total, derived });
-  }
+  if (cells.length) run.writeJson('derived_ops.json', search.record(total, state.stage));
   const final = inp.val.length ? (run.readJsonLines<{ type: string; metrics?: ImageMetrics }>('events.jsonl').filter((e) => e.type === 'eval').pop()?.metrics ?? null) : null;
   opt.dispose();
   alphaOpt?.dispose();

@@ -1,11 +1,22 @@
 // The searchable cell between A and B: Σ_i softmax(α)_i · O_i(z) on the r-channel token map.
 // Three states: searching (all ops, α-weighted), discretized (the arg-max op alone, weight 1, the
 // others no longer computed), re-parameterized (the conv-type ops summed into one kernel).
-import { F, Module, ModuleDict, noGrad, tidy, zeros, type Tensor } from '../../engine/index.js';
+import { F, Module, ModuleDict, noGrad, rand, tensor, tidy, zeros, type Tensor } from '../../engine/index.js';
 import { denseKernel, embedKernel, getOp, span, type CandidateOp } from './ops.js';
 
 /** One dense kernel for the conv-type ops, plus the other ops (pools) as weighted terms. */
 interface Reparam { kernel: Tensor | null; size: number; others: Array<{ op: CandidateOp; w: number }> }
+
+/**
+ * How a searching cell computes its output while training:
+ *  - 'mixed' (DARTS): every op, weighted by softmax(α);
+ *  - 'gumbel' (GDAS, Dong & Yang, CVPR 2019): one op per step, sampled from Gumbel-softmax(α / τ);
+ *    only that op is computed; its output is multiplied by 1 + y_k − stop_grad(y_k) (value 1), so
+ *    α receives the straight-through gradient ⟨∂L/∂out, O_k(z)⟩·∂y_k/∂α.
+ * In eval mode a 'gumbel' cell computes its current arg-max op alone (the architecture it would
+ * derive), a 'mixed' cell the weighted mix.
+ */
+export type Sampling = 'mixed' | 'gumbel';
 
 export class MixedCell extends Module {
   readonly alpha: Tensor;
@@ -16,6 +27,13 @@ export class MixedCell extends Module {
   reparam: Reparam | null = null;
   /** Search-mode speed-up: fold the conv-type ops into one kernel (exact up to float rounding). */
   fuseConvs = true;
+  sampling: Sampling = 'mixed';
+  /** Gumbel-softmax temperature (set by the trainer's schedule). */
+  tau = 1;
+  /** Ops still in the search (progressive shrinking drops the others: weight 0, never computed). */
+  active: boolean[];
+  /** The op computed at the last sampled forward (tests, reports). */
+  lastSampled: string | null = null;
 
   constructor(readonly channels: number, opNames: string[]) {
     super();
@@ -23,12 +41,32 @@ export class MixedCell extends Module {
     this.candidates = opNames.map(getOp);
     this.alpha = this.param('alpha', zeros([opNames.length]));  // α = 0: the uniform mix
     this.ops = this.child('ops', new ModuleDict(this.candidates.map((o) => [o.name, o.build(channels)])));
+    this.active = this.candidates.map(() => true);
   }
 
-  /** Current mixing weights (softmax of α), or one-hot once discretized. */
+  /** α with the dropped ops at −∞ (their softmax weight is exactly 0, their α gets no gradient). */
+  logits(): Tensor {
+    if (this.active.every((a) => a)) return this.alpha;
+    return this.alpha.add(tensor(Float32Array.from(this.active, (a) => (a ? 0 : -Infinity))));
+  }
+
+  /** Current mixing weights (softmax of α over the active ops), or one-hot once discretized. */
   weights(): number[] {
     if (this.derived) return this.candidates.map((o) => (o.name === this.derived ? 1 : 0));
-    return noGrad(() => tidy(() => [...this.alpha.softmax(0).toArray()]));
+    return noGrad(() => tidy(() => [...this.logits().softmax(0).toArray()]));
+  }
+
+  /** Drops all but the `keep` highest-weight active ops; returns the names dropped. */
+  shrink(keep: number): string[] {
+    if (this.derived) return [];
+    const w = this.weights();
+    const order = this.candidates.map((_, i) => i).filter((i) => this.active[i]).sort((a, b) => w[b] - w[a] || a - b);
+    const drop = order.slice(Math.max(1, keep));
+    for (const i of drop) {
+      this.active[i] = false;
+      this.ops.get(this.candidates[i].name)!.requiresGrad_(false);
+    }
+    return drop.map((i) => this.candidates[i].name);
   }
 
   forward(z: Tensor): Tensor {
@@ -37,7 +75,8 @@ export class MixedCell extends Module {
       const op = this.candidates.find((o) => o.name === this.derived)!;
       return op.apply(z, this.ops.get(op.name)!);
     }
-    const w = this.alpha.softmax(0);
+    if (this.sampling === 'gumbel') return this.forwardSampled(z);
+    const w = this.logits().softmax(0);
     // Σ_i w_i·conv(z, K_i) = conv(z, Σ_i w_i·K_i) for convs of one dilation (kernels zero-padded to
     // the group's largest): the same function and gradients, one convolution over the data per
     // dilation instead of one per op. 1×1 kernels (skip, conv_1x1) join any group.
@@ -57,11 +96,16 @@ export class MixedCell extends Module {
       }
       for (const [d, g] of groups) if (g.length < 2) groups.delete(d);
     }
+    for (const [d, g] of groups) {
+      const on = g.filter((e) => this.active[e.i]);
+      if (on.length < 2) groups.delete(d);
+      else groups.set(d, on);
+    }
     const fused = new Set([...groups.values()].flat().map((e) => e.i));
     let out: Tensor | null = null;
     const add = (y: Tensor) => { out = out ? out.add(y) : y; };
     this.candidates.forEach((op, i) => {
-      if (!fused.has(i)) add(op.apply(z, this.ops.get(op.name)!).mul(w.select(0, i)));
+      if (!fused.has(i) && this.active[i]) add(op.apply(z, this.ops.get(op.name)!).mul(w.select(0, i)));
     });
     for (const [d, g] of groups) {
       const K = Math.max(...g.map((e) => e.op.conv!.k));
@@ -75,10 +119,43 @@ export class MixedCell extends Module {
     return out!;
   }
 
-  /** Keeps only the arg-max op; α and the other ops' weights stop receiving gradients. */
-  discretize(): string {
+  /** One op sampled from Gumbel-softmax(α/τ) while training; the arg-max op in eval mode. */
+  private forwardSampled(z: Tensor): Tensor {
+    if (!this.training) {
+      const w = this.weights();
+      const op = this.candidates[w.indexOf(Math.max(...w))];
+      this.lastSampled = op.name;
+      return op.apply(z, this.ops.get(op.name)!);
+    }
+    const logits = this.logits();
+    // g = −log(−log u): Gumbel noise from libtorch's generator (re-seeded per step: exact resume).
+    const u = rand(logits.shape).clamp(1e-10, 1 - 1e-7);
+    const y = logits.add(u.log().neg().log().neg()).div(this.tau).softmax(0);
+    const k = y.argmax().item();
+    const op = this.candidates[k];
+    this.lastSampled = op.name;
+    const yk = y.select(0, k);
+    return op.apply(z, this.ops.get(op.name)!).mul(yk.sub(yk.detach()).add(1));
+  }
+
+  /** Weight of the arg-max op minus the runner-up's (1 when only one op is left). */
+  margin(): number {
+    const w = [...this.weights()].sort((a, b) => b - a);
+    return w[0] - (w[1] ?? 0);
+  }
+
+  /**
+   * Keeps only the arg-max op; α and the other ops' weights stop receiving gradients. With
+   * tieMargin > 0, the cheapest op whose weight is within tieMargin of the maximum wins instead:
+   * when the search cannot tell ops apart, do not pay for a spatial one.
+   */
+  discretize(tieMargin = 0): string {
     const w = this.weights();
-    const best = w.indexOf(Math.max(...w));
+    const max = Math.max(...w);
+    const near = this.candidates.map((o, i) => ({ o, i })).filter(({ i }) => w[i] > 0 && w[i] >= max - tieMargin);
+    const best = this.derived
+      ? this.candidates.findIndex((o) => o.name === this.derived)
+      : near.reduce((a, b) => (b.o.cost(this.channels) < a.o.cost(this.channels) || (b.o.cost(this.channels) === a.o.cost(this.channels) && w[b.i] > w[a.i]) ? b : a)).i;
     this.derived = this.candidates[best].name;
     this.alpha.requiresGrad = false;
     for (const op of this.candidates) {
@@ -133,6 +210,12 @@ export class MixedCell extends Module {
       derived: this.derived,
       weights: Object.fromEntries(this.candidates.map((o, i) => [o.name, w[i]])),
     };
+  }
+
+  /** softmax(α) over the active ops, whatever the state (discretized cells included): what the search concluded. */
+  searchWeights(): Record<string, number> {
+    const w = noGrad(() => tidy(() => [...this.logits().softmax(0).toArray()]));
+    return Object.fromEntries(this.candidates.map((o, i) => [o.name, w[i]]));
   }
 
   override dispose(): void {

@@ -3,7 +3,7 @@ import { registerMethod, type AdapterConfig } from '../registry.js';
 import { NasLoraLayer } from './layer.js';
 
 export function createNasLayer(base: Linear, c: AdapterConfig, k: number): NasLoraLayer {
-  const layer = new NasLoraLayer(base, { rank: c.rank, alpha: c.lora_alpha, dropout: c.dropout, qvOnly: c.qv_only, ops: c.ops, partialChannels: k });
+  const layer = new NasLoraLayer(base, { rank: c.rank, alpha: c.lora_alpha, dropout: c.dropout, qvOnly: c.qv_only, ops: c.ops, partialChannels: k, opsInit: c.ops_init ?? 'default' });
   if (c.alpha_init !== 0) noGrad(() => { for (const cell of layer.cells()) cell.alpha.fill_(c.alpha_init); });
   return layer;
 }

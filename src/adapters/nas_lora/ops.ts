@@ -15,6 +15,8 @@ export interface CandidateOp {
   perToken: boolean;
   build(r: number): Module;
   apply(z: Tensor, m: Module): Tensor;
+  /** Multiply-adds per token and output channel on an r-channel map: the tie-break at discretisation prefers the cheapest. */
+  cost(r: number): number;
   /** For kind 'conv': its (r, r, k, k) weight, applied with `dilation` and same padding. */
   conv?: { k: number; dilation: number; weight(m: Module, r: number): Tensor };
 }
@@ -59,7 +61,7 @@ export function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
 function convOp(name: string, k: number, dilation: number): CandidateOp {
   const weight = (m: Module) => (m as Conv2d).weight;
   return {
-    name, kind: 'conv', perToken: k === 1,
+    name, kind: 'conv', perToken: k === 1, cost: (r) => k * k * r,
     build: (r) => new Conv2d(r, r, k, { padding: (dilation * (k - 1)) / 2, dilation, bias: false }),
     apply: (z, m) => (m as Conv2d).forward(z),
     conv: { k, dilation, weight },
@@ -67,7 +69,7 @@ function convOp(name: string, k: number, dilation: number): CandidateOp {
 }
 
 registerOp({
-  name: 'skip', kind: 'conv', perToken: true,
+  name: 'skip', kind: 'conv', perToken: true, cost: () => 0,
   build: () => new Empty(),
   apply: (z) => z,
   conv: { k: 1, dilation: 1, weight: (_m, r) => eye(r).reshape(r, r, 1, 1) },
@@ -80,17 +82,17 @@ registerOp(convOp('dil_conv_5x5', 5, 2));
 registerOp({
   // padded cells are not counted (count_include_pad=False): linear but not a fixed kernel at the
   // borders, so re-parameterization keeps it as its own term instead of folding it into the conv.
-  name: 'avg_pool_3x3', kind: 'avg', perToken: false,
+  name: 'avg_pool_3x3', kind: 'avg', perToken: false, cost: () => 9,
   build: () => new Empty(),
   apply: (z) => F.avgPool2d(z, 3, { stride: 1, padding: 1, countIncludePad: false }),
 });
 registerOp({
-  name: 'max_pool_3x3', kind: 'max', perToken: false,
+  name: 'max_pool_3x3', kind: 'max', perToken: false, cost: () => 9,
   build: () => new Empty(),
   apply: (z) => F.maxPool2d(z, 3, { stride: 1, padding: 1 }),  // implicit −∞ padding never wins
 });
 registerOp({
-  name: 'zero', kind: 'zero', perToken: true,
+  name: 'zero', kind: 'zero', perToken: true, cost: () => 0,
   build: () => new Empty(),
   apply: (z) => zerosLike(z),
 });
