@@ -30,7 +30,7 @@ test('naslora demo --quick runs the main job and prints the comparison table', (
   assert.equal(r.status, 0, r.stderr);
   for (const m of ['source model (no adaptation)', 'nas-lora', 'lora', 'conv-lora']) assert.match(r.stdout, new RegExp(`\\| ${m.replace(/[()]/g, '\\$&')} \\| \\d\\.\\d{4} \\| \\d\\.\\d{4} \\|`));
   assert.match(r.stdout, /NAS-LoRA derived op per layer:\n {2}image_encoder\.blocks\.0\.attn\.qkv: \w+/);
-  for (const f of ['pretrain/sam.safetensors', 'demo_results.json', 'nas-lora/checkpoints/best/adapter_config.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  for (const f of ['pretrain/sam.safetensors', 'demo_results.json', 'nas-lora/seed0/checkpoints/best/adapter_config.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
 });
 
 function kvasirCsv(n: number): string {
@@ -44,7 +44,7 @@ test('naslora eval writes summary.json and per_image.csv at original resolution'
   const demo = path.join(work, 'demo');
   const out = path.join(work, 'eval');
   const r = run('eval', '--checkpoint', path.join(demo, 'pretrain/sam.safetensors'), '--model-config', path.join(demo, 'demo_sam_config.json'),
-    '--adapter', path.join(demo, 'nas-lora/checkpoints/last'), '--data', kvasirCsv(12), '--split', 'all', '-o', out);
+    '--adapter', path.join(demo, 'nas-lora/seed0/checkpoints/last'), '--data', kvasirCsv(12), '--split', 'all', '-o', out);
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as Record<string, number>;
   assert.equal(s.count, 12);

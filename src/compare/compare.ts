@@ -27,6 +27,9 @@ import { evaluate } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
+import { mean, sampleSd } from '../eval/stats.js';
+
+export { mean, sampleSd };
 
 type Json = Parameters<typeof deepMerge>[0];
 type JsonObject = Parameters<typeof applyOverride>[0];
@@ -482,17 +485,6 @@ export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Pro
 }
 
 // ---------------------------------------------------------------- statistics and tables
-
-export function mean(xs: readonly number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
-}
-
-/** Sample standard deviation (n − 1); 0 for a single value. */
-export function sampleSd(xs: readonly number[]): number {
-  if (xs.length < 2) return 0;
-  const m = mean(xs);
-  return Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1));
-}
 
 /** The method time is measured against: the entry named `name`, else the only entry with that preset. */
 function reference(methods: readonly MethodEntry[], name: PresetName): string | null {

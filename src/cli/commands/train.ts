@@ -38,11 +38,15 @@ export function registerTrain(program: Command): void {
     .description('pretrain a tiny SAM on a synthetic source domain, adapt it to a synthetic target domain with NAS-LoRA, LoRA and Conv-LoRA, and compare')
     .option('-o, --out <dir>', 'output folder', 'runs/demo')
     .option('--quick', 'small domains and few steps (a first look in under a minute)')
-    .option('--seed <n>', 'seed', '0')
-    .action(async (o: { out: string; quick?: boolean; seed: string }) => {
+    .option('--seed <n>', 'data seed and first training seed', '0')
+    .option('--seeds <n>', 'training seeds per method (default 2, 1 with --quick)')
+    .action(async (o: { out: string; quick?: boolean; seed: string; seeds?: string }) => {
       const t0 = Date.now();
-      const r = await runDemo({ out: o.out, quick: o.quick, seed: Number(o.seed) });
-      console.log(`\nAdaptation from the synthetic source domain to the target domain (held-out target images):\n`);
+      const seeds = o.seeds === undefined ? undefined : Number(o.seeds);
+      if (seeds !== undefined && !(Number.isInteger(seeds) && seeds >= 1)) throw new Error(`--seeds must be a positive integer, got '${o.seeds}'`);
+      const r = await runDemo({ out: o.out, quick: o.quick, seed: Number(o.seed), seeds });
+      const n = Math.max(...r.rows.map((x) => x.n));
+      console.log(`\nAdaptation from the synthetic source domain to the target domain (held-out target images${n > 1 ? `; mean ± sd over ${n} training seeds on the same data` : '; one training seed: differences of a point or two are within seed noise'}):\n`);
       console.log(r.table);
       console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s; results in ${o.out}/demo_results.md`);
     });
