@@ -6,8 +6,9 @@
 // A compare file is validated as a whole, with every run config it implies, before anything runs.
 // Re-running is cheap and safe: a run folder with metrics.json is finished and read back; one with a
 // checkpoint in checkpoints/last (a killed run) resumes exactly; one with neither is removed and
-// started afresh. A run folder whose config.resolved.json differs from the planned config is an
-// error (the comparison would otherwise mix configurations).
+// started afresh. A run folder whose config.resolved.json holds another value for a key of the planned
+// config is an error (the comparison would otherwise mix configurations); keys on one side only (a
+// folder made by an older or newer naslora) are a warning.
 //
 // Each run's config: the method's preset, deep-merged with `base`, then the method's `set`, then
 // `--set` overrides, then method.name = the preset, train.seed = the seed, train.out_dir = its folder.
@@ -159,12 +160,19 @@ function runStateOf(dir: string): RunState {
   return fs.existsSync(dir) ? 'partial' : 'absent';
 }
 
-/** Dotted paths where two JSON values differ (at most `max`). */
-function diffPaths(a: unknown, b: unknown, at = '', out: string[] = [], max = 4): string[] {
-  if (out.length >= max || isDeepStrictEqual(a, b)) return out;
+/**
+ * Dotted paths where two JSON values differ (at most `max`), and separately the keys present on one
+ * side only (a run folder made before a config key existed, or after one was removed).
+ */
+function diffPaths(a: unknown, b: unknown, at = '', out = { differ: [] as string[], oneSided: [] as string[] }, max = 4): { differ: string[]; oneSided: string[] } {
+  if (out.differ.length >= max || isDeepStrictEqual(a, b)) return out;
   if (isObj(a) && isObj(b)) {
-    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) diffPaths(a[k], b[k], at ? `${at}.${k}` : k, out, max);
-  } else out.push(`${at || '(top level)'}: ${JSON.stringify(a) ?? '(absent)'} → ${JSON.stringify(b) ?? '(absent)'}`);
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const here = at ? `${at}.${k}` : k;
+      if (!(k in a) || !(k in b)) out.oneSided.push(`${here} (${k in a ? 'only in the run folder' : 'not in the run folder'})`);
+      else diffPaths(a[k], b[k], here, out, max);
+    }
+  } else out.differ.push(`${at || '(top level)'}: ${JSON.stringify(a) ?? '(absent)'} → ${JSON.stringify(b) ?? '(absent)'}`);
   return out;
 }
 
@@ -329,7 +337,8 @@ export function planCompare(file: string, overrides: readonly string[] = []): Co
     const saved = path.join(r.runDir, 'config.resolved.json');
     if (!fs.existsSync(saved)) { problems.push(`${r.runDir}: has results but no config.resolved.json; remove the folder to rerun it`); continue; }
     const diff = diffPaths(JSON.parse(fs.readFileSync(saved, 'utf8')), JSON.parse(JSON.stringify(r.cfg)));
-    if (diff.length) problems.push(`${r.runDir}: was run with another config (${diff.join('; ')}); remove the folder or choose another out_dir`);
+    if (diff.differ.length) problems.push(`${r.runDir}: was run with another config (${diff.differ.join('; ')}); remove the folder or choose another out_dir`);
+    else if (diff.oneSided.length) warnings.push(`${r.runDir}: reused although its config lacks or has extra keys (${diff.oneSided.join('; ')}): it was made by another naslora version`);
     if (r.state === 'finished') {
       const m = JSON.parse(fs.readFileSync(path.join(r.runDir, 'metrics.json'), 'utf8')) as { test?: unknown };
       if (!isObj(m.test)) problems.push(`${r.runDir}/metrics.json: has no test metrics; remove the folder to rerun it`);
