@@ -93,12 +93,11 @@ const GRID_SETUP: Record<Grid, GridSetup> = {
   },
 };
 
-// Step variants timed by stepChild. ── PLACE FOR NEW NAS-LORA SEARCH OPTIONS ──
-// A variant that needs the new trainer/adapter options (e.g. a Gumbel-sampled search step, a cheap fix
-// stage) goes here: add it to Variant, set its adapter/cell options where stepChild builds the model
-// (marked below), give stageParts its parts, and add a StepSpec to STEP_CASES / LARGE_CASES (and a
-// PyTorch twin only if bench/torch_train.py learns the same variant).
-type Variant = 'train' | 'warmup' | 'search' | 'fix';
+// Step variants timed by stepChild: 'search_gumbel' = a Gumbel-sampled search step (one op per cell),
+// 'fix_folded' = the fix stage with cells discretized to skip and folded into lora_B (what the
+// preset's fold_fix does for per-token ops). Add a StepSpec to STEP_CASES / LARGE_CASES for a new one
+// (and a PyTorch twin only if bench/torch_train.py learns the same variant).
+type Variant = 'train' | 'warmup' | 'search' | 'search_gumbel' | 'fix' | 'fix_folded';
 interface StepSpec { mode: 'step'; name: string; method: MethodName; variant: Variant; grid: Grid }
 interface ScheduleSpec { mode: 'schedule'; method: MethodName; dir: string }
 type ChildSpec = StepSpec | ScheduleSpec;
@@ -113,8 +112,9 @@ const STEP_CASES: StepSpec[] = [
   { mode: 'step', name: 'step_nas-lora_warmup', method: 'nas-lora', variant: 'warmup', grid: 'small' },
   { mode: 'step', name: 'step_nas-lora_search', method: 'nas-lora', variant: 'search', grid: 'small' },
   { mode: 'step', name: `step_nas-lora_fix_${FIX_OP}`, method: 'nas-lora', variant: 'fix', grid: 'small' },
+  { mode: 'step', name: 'step_nas-lora_search_gumbel', method: 'nas-lora', variant: 'search_gumbel', grid: 'small' },
+  { mode: 'step', name: 'step_nas-lora_fix_skip_folded', method: 'nas-lora', variant: 'fix_folded', grid: 'small' },
   { mode: 'step', name: 'step_nas-pc-lora_search', method: 'nas-pc-lora', variant: 'search', grid: 'small' },
-  // (new NAS-LoRA step variants, e.g. a Gumbel-sampled search step: see Variant above)
 ];
 const LARGE_CASES: StepSpec[] = [
   { mode: 'step', name: 'large_step_decoder-only', method: 'decoder-only', variant: 'train', grid: 'large' },
@@ -123,7 +123,8 @@ const LARGE_CASES: StepSpec[] = [
   { mode: 'step', name: 'large_step_nas-lora_warmup', method: 'nas-lora', variant: 'warmup', grid: 'large' },
   { mode: 'step', name: 'large_step_nas-lora_search', method: 'nas-lora', variant: 'search', grid: 'large' },
   { mode: 'step', name: `large_step_nas-lora_fix_${FIX_OP}`, method: 'nas-lora', variant: 'fix', grid: 'large' },
-  // (new NAS-LoRA step variants, e.g. a Gumbel-sampled search step: see Variant above)
+  { mode: 'step', name: 'large_step_nas-lora_search_gumbel', method: 'nas-lora', variant: 'search_gumbel', grid: 'large' },
+  { mode: 'step', name: 'large_step_nas-lora_fix_skip_folded', method: 'nas-lora', variant: 'fix_folded', grid: 'large' },
 ];
 /** Rows with a PyTorch twin. */
 const TORCH_TWINS = new Set(['decoder-only', 'lora', 'conv-lora', 'nas-lora_search', `nas-lora_fix_${FIX_OP}`]
@@ -143,7 +144,7 @@ function runChild<T>(spec: ChildSpec, env: NodeJS.ProcessEnv = process.env): T {
 
 function stageParts(method: MethodName, variant: Variant): Part[] {
   const base: Part[] = method === 'decoder-only' ? ['decoder'] : method === 'lora' ? ['lora', 'decoder'] : ['lora', 'ops', 'decoder'];
-  return variant === 'search' ? [...base, 'alpha'] : base;
+  return variant === 'search' || variant === 'search_gumbel' ? [...base, 'alpha'] : base;
 }
 
 /** One method's training step, timed in this (child) process. */
@@ -151,14 +152,15 @@ function stepChild(s: StepSpec): StepResult {
   const g = GRID_SETUP[s.grid];
   manualSeed(0);
   const sam = Sam.fromConfig(g.sam);
-  // (new adapter/cell options for a new Variant go into this config or onto the cells below)
   const layers = injectAdapters(sam, adapterConfig(s.method, { rank: RANK, lora_alpha: LORA_ALPHA }));
   cycledRouting(layers);
   const cells = nasCells(layers);
-  if (s.variant === 'fix') {
+  const fixing = s.variant === 'fix' || s.variant === 'fix_folded';
+  if (s.variant === 'search_gumbel') for (const { cell } of cells) cell.sampling = 'gumbel';
+  if (fixing) {
     noGrad(() => {
       for (const { cell } of cells) {
-        const i = cell.candidates.findIndex((c) => c.name === FIX_OP);
+        const i = cell.candidates.findIndex((c) => c.name === (s.variant === 'fix' ? FIX_OP : 'skip'));
         cell.alpha.fill_(0);
         cell.alpha.narrow(0, i, 1).fill_(1);
       }
@@ -167,7 +169,8 @@ function stepChild(s: StepSpec): StepResult {
   const parts = stageParts(s.method, s.variant);
   setTrainable(sam, parts);
   // As the trainer: discretized cells keep α and the unused ops frozen whatever the stage says.
-  if (s.variant === 'fix') for (const { cell } of cells) cell.discretize();
+  if (fixing) for (const { cell } of cells) cell.discretize();
+  if (s.variant === 'fix_folded') for (const { branch } of cells) if (!branch.fold()) throw new Error('fix_folded: a cell did not fold');
   const named = sam.namedParameters();
   const weights = named.filter(([n, p]) => p.requiresGrad && partOf(n) !== 'alpha').map(([, p]) => p);
   const alphas = named.filter(([n, p]) => p.requiresGrad && partOf(n) === 'alpha').map(([, p]) => p);
@@ -367,8 +370,10 @@ function largeScheduleEstimate(large: BenchRow[]): BenchRow[] {
   const parts: string[] = [];
   for (const st of stages) {
     discretized ||= st.discretize_at_entry ?? false;
-    // TODO(new search options): a Gumbel-sampled search or cheap fix stage maps to its own step row here.
-    const step = st.optimize_alpha ? 'nas-lora_search' : discretized ? `nas-lora_fix_${FIX_OP}` : 'nas-lora_warmup';
+    // The preset's sampling picks the search row; the fix stage is costed with a spatial op (FIX_OP),
+    // the dearer case (a per-token op folds into lora_B and costs what step_lora costs).
+    const gumbel = PRESETS['nas-lora']().schedule?.search?.sampling === 'gumbel';
+    const step = st.optimize_alpha ? (gumbel ? 'nas-lora_search_gumbel' : 'nas-lora_search') : discretized ? `nas-lora_fix_${FIX_OP}` : 'nas-lora_warmup';
     est += st.share * ms(step);
     parts.push(`${st.share}·${step.replace('nas-lora_', '')}`);
   }
