@@ -373,7 +373,8 @@ function largeScheduleEstimate(large: BenchRow[]): BenchRow[] {
     // The preset's sampling picks the search row; the fix stage is costed with a spatial op (FIX_OP),
     // the dearer case (a per-token op folds into lora_B and costs what step_lora costs).
     const gumbel = PRESETS['nas-lora']().schedule?.search?.sampling === 'gumbel';
-    const step = st.optimize_alpha ? (gumbel ? 'nas-lora_search_gumbel' : 'nas-lora_search') : discretized ? `nas-lora_fix_${FIX_OP}` : 'nas-lora_warmup';
+    // (Gumbel cells sample one op in the warm-up too, with α still uniform.)
+    const step = discretized ? `nas-lora_fix_${FIX_OP}` : gumbel ? 'nas-lora_search_gumbel' : st.optimize_alpha ? 'nas-lora_search' : 'nas-lora_warmup';
     est += st.share * ms(step);
     parts.push(`${st.share}·${step.replace('nas-lora_', '')}`);
   }
