@@ -19,6 +19,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/version.h>
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <atomic>
@@ -484,11 +485,39 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   });
 }
 
+// OpenBLAS runs its own thread pool (one thread per core) beside libtorch's intra-op threads, and
+// its idle workers spin on sched_yield() for a while after every BLAS call: on a 2-core machine,
+// where libtorch runs 1 intra-op thread, that was most of the demo's system time (600k involuntary
+// context switches, sys ≈ 60 % of user). Like PyTorch does with MKL, the BLAS thread count follows
+// libtorch's intra-op count, unless OPENBLAS_NUM_THREADS or GOTO_NUM_THREADS says otherwise.
+using BlasSetThreads = void (*)(int);
+using BlasGetThreads = int (*)();
+BlasSetThreads g_blas_set = nullptr;
+BlasGetThreads g_blas_get = nullptr;
+bool g_blas_follows = false;
+
+void find_blas() {
+  // dlsym on this addon's own handle searches its dependency tree (libtorch_cpu -> libblas -> OpenBLAS).
+  Dl_info di;
+  if (!dladdr(reinterpret_cast<void*>(&find_blas), &di) || !di.dli_fname) return;
+  void* self = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (!self) return;
+  g_blas_set = reinterpret_cast<BlasSetThreads>(dlsym(self, "openblas_set_num_threads"));
+  g_blas_get = reinterpret_cast<BlasGetThreads>(dlsym(self, "openblas_get_num_threads"));
+  dlclose(self);
+  g_blas_follows = g_blas_set && !std::getenv("OPENBLAS_NUM_THREADS") && !std::getenv("GOTO_NUM_THREADS");
+}
+
+void sync_blas_threads() {
+  if (g_blas_follows) g_blas_set(at::get_num_threads());
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     int n = info[0].As<Napi::Number>().Int32Value();
     if (n < 1) throw std::runtime_error("setNumThreads: need at least 1 thread");
     at::set_num_threads(n);
+    sync_blas_threads();
     return info.Env().Undefined();
   });
 }
@@ -522,6 +551,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
   o.Set("cudaAvailable", Napi::Boolean::New(env, at::hasCUDA()));
   o.Set("mallocTuned", Napi::Boolean::New(env, g_malloc_tuned));
+  o.Set("blasThreads", Napi::Number::New(env, g_blas_get ? g_blas_get() : -1));
+  o.Set("blasFollowsIntraOp", Napi::Boolean::New(env, g_blas_follows));
   return o;
 }
 
@@ -539,6 +570,8 @@ void tune_malloc() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tune_malloc();
+  find_blas();
+  sync_blas_threads();
   // Count only where libtorch's allocator supports raw allocation (its default one does).
   at::Allocator* inner = c10::GetCPUAllocator();
   if (inner->raw_deleter() != nullptr) {

@@ -11,7 +11,11 @@ export type NativeResult = Handle | number | boolean | string | null | NativeRes
 export type NativeArg = Handle | number | boolean | string | null | undefined | NativeArg[];
 
 export interface NativeMemory { liveTensors: number; liveBytes: number; peakBytes: number; liveAllocations: number }
-export interface NativeInfo { version: string; config: string; parallel: string; cudaAvailable: boolean; mallocTuned: boolean }
+export interface NativeInfo {
+  version: string; config: string; parallel: string; cudaAvailable: boolean; mallocTuned: boolean;
+  /** OpenBLAS's thread count (-1: not OpenBLAS); follows the intra-op count unless OPENBLAS_NUM_THREADS / GOTO_NUM_THREADS is set. */
+  blasThreads: number; blasFollowsIntraOp: boolean;
+}
 
 export interface NativeEngine {
   opLookup(name: string, overload: string): number;

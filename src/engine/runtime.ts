@@ -8,7 +8,9 @@ export function getNumThreads(): number { return native.getNumThreads(); }
 
 // Intra-op threads: libtorch's own default unless NASLORA_THREADS says otherwise. (On the 2-core
 // machines here libtorch picks 1, and forcing 2 made small-model training steps 2.5x slower:
-// OpenMP fork/join costs more than the tiny kernels gain; BLAS keeps its own threads.)
+// OpenMP fork/join costs more than the tiny kernels gain.) OpenBLAS's thread count follows the
+// intra-op count (native/naslora.cc) unless OPENBLAS_NUM_THREADS is set: its idle workers spin on
+// sched_yield(), which cost the demo as much system time as half its user time.
 if (process.env.NASLORA_THREADS) native.setNumThreads(Number(process.env.NASLORA_THREADS));
 
 /** Seeds libtorch's generators (CPU and CUDA). */
@@ -24,6 +26,9 @@ export interface EngineInfo {
   debugBuild: boolean;
   blas: { library: string; kind: 'openblas' | 'mkl' | 'reference' | 'blis' | 'unknown' };
   threads: number;
+  /** OpenBLAS threads (-1: another BLAS), and whether they follow `threads` (no OPENBLAS_NUM_THREADS set). */
+  blasThreads: number;
+  blasFollowsIntraOp: boolean;
   devices: string[];
   mallocTuned: boolean;
   parallel: string;
@@ -43,7 +48,7 @@ export function engineInfo(): EngineInfo {
   const buildType = /BUILD_TYPE=(\w+)/.exec(i.config)?.[1] ?? 'unknown';
   return {
     libtorch: i.version, buildType, debugBuild: /^Debug$/i.test(buildType),
-    blas: { library, kind }, threads: native.getNumThreads(),
+    blas: { library, kind }, threads: native.getNumThreads(), blasThreads: i.blasThreads, blasFollowsIntraOp: i.blasFollowsIntraOp,
     devices: i.cudaAvailable ? ['cpu', 'cuda'] : ['cpu'],
     mallocTuned: i.mallocTuned, parallel: i.parallel,
   };

@@ -8,6 +8,7 @@ const SUITES: Record<string, () => Promise<BenchRow[]>> = {
   sam: async () => (await import('../../../bench/sam.js')).benchSam(),
   adapters: async () => (await import('../../../bench/adapters.js')).benchAdapters(),
   train: async () => (await import('../../../bench/train.js')).benchTrain(),
+  cpu: async () => (await import('../../../bench/cpu.js')).benchCpu(),
 };
 
 export function registerBench(program: Command): void {

@@ -22,7 +22,7 @@ export function registerDoctor(program: Command): void {
       }
       console.log(`libtorch      ${i.libtorch} (${i.buildType})`);
       console.log(`BLAS          ${i.blas.kind}  ${i.blas.library}`);
-      console.log(`threads       ${i.threads} intra-op`);
+      console.log(`threads       ${i.threads} intra-op${i.blasThreads > 0 ? `, ${i.blasThreads} OpenBLAS (${i.blasFollowsIntraOp ? 'follows intra-op' : 'OPENBLAS_NUM_THREADS'})` : ''}`);
       console.log(`devices       ${i.devices.join(', ')}`);
       console.log(`malloc tuned  ${i.mallocTuned ? 'yes' : 'no'}`);
       for (const w of warnings) console.log(`\n!!! WARNING: ${w}`);
