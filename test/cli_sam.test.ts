@@ -154,8 +154,18 @@ const readFile = (file: string): Map<string, RawTensor> => {
 };
 
 test('convert: pth → HF safetensors → pth is exact; HF output carries the tied positional embedding', () => {
-  ok('convert', TINY, tmp('c.hf.safetensors'), '--naming', 'huggingface');
+  // sam-tiny has no configuration metadata and no release shapes: its decoder_heads must be given.
+  const refused = cli('convert', TINY, tmp('c0.safetensors'));
+  assert.notEqual(refused.status, 0);
+  assert.match(refused.stderr, /cannot tell decoder_heads[\s\S]*--model-config[\s\S]*model_config\.json/);
+  assert.ok(!fs.existsSync(tmp('c0.safetensors')));
+  ok('convert', TINY, tmp('c.hf.safetensors'), '--naming', 'huggingface', '--model-config', TINY_CFG);
+  // Every output carries the full configuration; later conversions need no --model-config.
+  assert.deepEqual(JSON.parse(readSafetensors(tmp('c.hf.safetensors')).metadata.naslora_sam_config!), FIXTURE.config);
   ok('convert', tmp('c.hf.safetensors'), tmp('c.pth'), '--naming', 'segment-anything');
+  const cp = openCheckpoint(tmp('c.pth'));
+  assert.deepEqual(JSON.parse(cp.metadata.naslora_sam_config!), FIXTURE.config);
+  cp.close();
   assertSameTensors(readFile(tmp('c.pth')), readFile(path.join(ROOT, TINY)));
   const hf = readFile(tmp('c.hf.safetensors'));
   assertSameTensors(hf, readFile(path.join(ROOT, TINY_HF)));
@@ -167,7 +177,7 @@ test('convert: pth → HF safetensors → pth is exact; HF output carries the ti
   assert.ok(fs.readFileSync(tmp('c.pth')).equals(fs.readFileSync(tmp('d.pth'))));
   assert.ok(fs.readFileSync(tmp('c.hf.safetensors')).equals(fs.readFileSync(tmp('d.hf.safetensors'))));
   // Container change only (naming kept).
-  ok('convert', TINY, tmp('e.safetensors'));
+  ok('convert', TINY, tmp('e.safetensors'), '--model-config', TINY_CFG);
   assertSameTensors(readFile(tmp('e.safetensors')), readFile(path.join(ROOT, TINY)));
   const bad = cli('convert', TINY, tmp('x.bin'));
   assert.notEqual(bad.status, 0);
@@ -261,7 +271,7 @@ test('a synthetic checkpoint with all 314 ViT-B names and shapes loads and predi
     const ins = JSON.parse(ok('inspect', file, '--json')) as InspectJson;
     assert.equal(ins.naming, 'segment-anything');
     for (const [k, v] of Object.entries(SAM_PRESETS.vit_b)) assert.deepEqual(ins.config[k], v, k);
-    assert.equal(ins.sources.decoder_heads, 'standard decoder');
+    assert.equal(ins.sources.decoder_heads, 'release vit_b');
     assert.equal(ins.parameters.total, total);
     assert.equal(ins.parameters.total, ins.parameters.image_encoder + ins.parameters.prompt_encoder + ins.parameters.mask_decoder);
     ok('predict', '--checkpoint', file, '--image', image, '--point', '512,400,1', '--out', tmp('vitb'));

@@ -102,9 +102,17 @@ test('export --format merged: a plain checkpoint with the same outputs (LoRA; NA
     const src = openCheckpoint(outFile);
     assert.ok(src.keys().every((k) => !/lora_|cell|moe/.test(k)), 'adapter tensors leaked into the merged checkpoint');
     src.close();
-    const py = spawnSync('/usr/bin/python3', ['-c', `import torch; sd = torch.load(${JSON.stringify(outFile)}, weights_only=True); print(len(sd))`], { encoding: 'utf8' });
-    if (py.status === 0) assert.ok(Number(py.stdout.trim()) > 50);
-    else t.diagnostic(`torch.load check skipped: ${py.stderr.trim().split('\n').pop()}`);
+    // It carries its SAM configuration: it loads without --model-config, as the same model.
+    const conf = JSON.parse(fs.readFileSync(cfgFile, 'utf8')).config;
+    const alone = loadSamFile(outFile);
+    assert.deepEqual(alone.config, conf);
+    alone.model.dispose();
+    const py = spawnSync('/usr/bin/python3', ['-c', `import json, torch; sd = torch.load(${JSON.stringify(outFile)}, weights_only=True); print(len(sd), json.loads(sd.naslora_sam_config)['decoder_heads'])`], { encoding: 'utf8' });
+    if (py.status === 0) {
+      const [n, heads] = py.stdout.trim().split(' ').map(Number);
+      assert.ok(n > 50);
+      assert.equal(heads, conf.decoder_heads);
+    } else t.diagnostic(`torch.load check skipped: ${py.stderr.trim().split('\n').pop()}`);
   }
 });
 

@@ -189,6 +189,14 @@ test('broken files fail with clear errors', () => {
   // legacy (pre-1.6) torch.save: a bare pickle starting with the magic number
   const legacy = Buffer.from('80028a0a6cfc9c46f9206aa85019', 'hex');
   assert.throws(() => openCheckpoint(put('legacy', legacy)), /legacy torch\.save format.*torch>=1\.6/);
+  // a safetensors file whose header length has the low byte 0x80 (the pickle magic) is still safetensors
+  const hdr = JSON.stringify({ __metadata__: { pad: 'x'.repeat(48) }, w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } });
+  assert.equal(Buffer.byteLength(hdr) & 0xff, 0x80);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(hdr)));
+  const st = openCheckpoint(put('st80', Buffer.concat([len, Buffer.from(hdr), Buffer.alloc(4)])));
+  assert.equal(st.format, 'safetensors');
+  st.close();
   // a zip that is not a torch checkpoint
   assert.throws(() => openPth(put('nopkl', Buffer.concat(zipStored([['x/readme.txt', Buffer.from('hi')]])))), /missing <archive>\/data\.pkl/);
   // storage records: missing, too short

@@ -156,7 +156,7 @@ test('config inference: sam-tiny and the released ViT-B names/shapes', () => {
   assert.equal(vitb.size, 314);
   const inf = inferSamConfig(vitb);
   assert.deepEqual(inf.config, SAM_PRESETS.vit_b);
-  assert.equal(inf.sources.decoder_heads, 'standard decoder');
+  assert.equal(inf.sources.decoder_heads, 'release vit_b');
   // The same from the Hugging Face names.
   const hfShapes = new Map(rows.map((c) => [c[1], { dtype: 'float32' as const, shape: vitb.get(c[0])!, read: () => new Uint8Array(0) }]));
   const { tensors, naming } = samTensors(hfShapes);

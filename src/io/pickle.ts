@@ -38,6 +38,12 @@ const REFUSED: Record<number, string> = {
   0x50: 'PERSID', 0x97: 'NEXT_BUFFER', 0x98: 'READONLY_BUFFER',
 };
 
+/** Instance attributes that BUILD set on a dict (OrderedDict.__dict__), e.g. `_metadata`. */
+const ATTRIBUTES = new WeakMap<Map<unknown, unknown>, Map<string, unknown>>();
+export function pickleAttributes(dict: Map<unknown, unknown>): ReadonlyMap<string, unknown> {
+  return ATTRIBUTES.get(dict) ?? new Map();
+}
+
 const isTuple = (v: unknown): v is unknown[] => Array.isArray(v) && Object.isFrozen(v);
 const tuple = (items: unknown[]): readonly unknown[] => Object.freeze(items);
 const describe = (v: unknown): string =>
@@ -233,10 +239,15 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions = {}): unknown 
       case 0x63: { const module = line(); stack.push(global(module, line())); break; } // GLOBAL
       case 0x93: { const name = pop(); stack.push(global(pop(), name)); break; } // STACK_GLOBAL
       case 0x52: { const args = pop(); stack.push(callAllowed(pop(), args)); break; } // REDUCE
-      case 0x62: { // BUILD: only OrderedDict state (state_dict's `_metadata` attribute), which is dropped
-        pop();
+      case 0x62: { // BUILD: only OrderedDict state (instance attributes: state_dict's `_metadata`, naslora's config)
+        const state = pop();
         const inst = top();
         if (!(inst instanceof Map)) throw new PickleError(`refusing BUILD on ${describe(inst)}`);
+        if (state instanceof Map) {
+          const attrs = ATTRIBUTES.get(inst) ?? new Map<string, unknown>();
+          for (const [k, v] of state) if (typeof k === 'string') attrs.set(k, v);
+          ATTRIBUTES.set(inst, attrs);
+        }
         break;
       }
       case 0x51: stack.push(persistentLoad(pop())); break; // BINPERSID

@@ -4,7 +4,7 @@
 // The zip central directory is parsed here directly from a file descriptor so that tensors are read
 // lazily, one at a time, straight from their offset in the file (vit_h is 2.5 GB).
 import * as fs from 'node:fs';
-import { PickleError, StorageRef, TensorRef, unpickle } from './pickle.js';
+import { PickleError, StorageRef, TensorRef, pickleAttributes, unpickle } from './pickle.js';
 import { DTYPE_BYTES, numel, type LazyTensor, type TensorSource } from './raw.js';
 import { openSafetensors } from './safetensors.js';
 
@@ -164,6 +164,8 @@ export function openPth(file: string): TensorSource {
     const refs = new Map<string, TensorRef>();
     const metadata: Record<string, string> = { format: 'pt' };
     flatten(root, '', refs, metadata, fail);
+    // String attributes of the state dict (writePth's `attributes`, e.g. naslora_sam_config) are metadata too.
+    if (root instanceof Map) for (const [k, v] of pickleAttributes(root)) if (typeof v === 'string') metadata[k] = v;
 
     // Check every tensor against its storage record now, so that a broken file fails at open.
     const storages = new Map<string, { pos: number; storage: StorageRef }>();
@@ -217,8 +219,9 @@ export function openCheckpoint(file: string): TensorSource {
   }
   if (size === 0) throw new CheckpointError(file, 'empty file');
   if (head.length >= 4 && head.readUInt32LE(0) === SIG_LOCAL) return openPth(file);
-  if (head[0] === 0x80) return openPth(file); // bare pickle: openPth explains the legacy format
-  // safetensors: u64 header length, then a JSON object.
+  // safetensors: u64 header length, then a JSON object. Checked before the pickle magic: a header
+  // length whose low byte is 0x80 starts with the same byte as a pickle.
   if (head.length === 9 && head[8] === 0x7b && head.readBigUInt64LE(0) <= BigInt(size - 8)) return openSafetensors(file);
+  if (head[0] === 0x80) return openPth(file); // bare pickle: openPth explains the legacy format
   throw new CheckpointError(file, 'unknown checkpoint format (neither safetensors nor a PyTorch zip checkpoint)');
 }

@@ -22,8 +22,12 @@ export const contiguousStride = (shape: number[]): number[] => {
   return s;
 };
 
-/** The protocol 2 pickle torch.save writes for an OrderedDict of tensors. */
-export function pickleStateDict(tensors: PickledTensor[]): Uint8Array {
+/**
+ * The protocol 2 pickle torch.save writes for an OrderedDict of tensors. `attributes` become
+ * instance attributes of the OrderedDict (BUILD, as torch.save does for a state dict's `_metadata`):
+ * `torch.load(f, weights_only=True)` accepts them (`sd.<name>`), and `load_state_dict` ignores them.
+ */
+export function pickleStateDict(tensors: PickledTensor[], attributes: Record<string, string> = {}): Uint8Array {
   const out: Buffer[] = [];
   const op = (...bytes: number[]): void => { out.push(Buffer.from(bytes)); };
   const text = (s: string): void => { out.push(Buffer.from(s, 'utf8')); };
@@ -61,13 +65,25 @@ export function pickleStateDict(tensors: PickledTensor[]): Uint8Array {
     global('collections', 'OrderedDict'); op(0x29, 0x52); // backward_hooks
     op(0x74, 0x52); // TUPLE, REDUCE
   }
-  op(0x75, 0x2e); // SETITEMS, STOP
+  op(0x75); // SETITEMS
+  const attrs = Object.entries(attributes);
+  if (attrs.length) {
+    op(0x7d, 0x28); // EMPTY_DICT, MARK
+    for (const [k, v] of attrs) { str(k); str(v); }
+    op(0x75, 0x62); // SETITEMS, BUILD
+  }
+  op(0x2e); // STOP
   return Buffer.concat(out);
 }
 
 export interface ZipOptions {
   /** Write ZIP64 fields for every entry even when not needed (tests the >4 GB layout on small files). */
   forceZip64?: boolean;
+}
+
+export interface PthOptions extends ZipOptions {
+  /** String attributes of the saved OrderedDict (see pickleStateDict), e.g. naslora's SAM configuration. */
+  attributes?: Record<string, string>;
 }
 
 /** A stored zip as a list of chunks, entry data aligned to 64 bytes; ZIP64 where sizes or offsets need it. */
@@ -130,14 +146,14 @@ export function zipStored(entries: Array<[string, Uint8Array]>, opts: ZipOptions
 }
 
 /** Writes `tensors` (in order) as a torch.save(OrderedDict) checkpoint, atomically. */
-export function writePth(file: string, tensors: Array<[string, RawTensor]>, opts: ZipOptions = {}): void {
+export function writePth(file: string, tensors: Array<[string, RawTensor]>, opts: PthOptions = {}): void {
   const pickled: PickledTensor[] = tensors.map(([name, t], i) => {
     const n = byteLength(t);
     if (t.data.byteLength !== n) throw new Error(`writePth: tensor '${name}' has ${t.data.byteLength} bytes, shape ${JSON.stringify(t.shape)} of ${t.dtype} needs ${n}`);
     return { name, dtype: t.dtype, key: String(i), storageNumel: numel(t.shape), offset: 0, shape: t.shape, stride: contiguousStride(t.shape) };
   });
   writeFileAtomic(file, zipStored([
-    ['archive/data.pkl', pickleStateDict(pickled)],
+    ['archive/data.pkl', pickleStateDict(pickled, opts.attributes)],
     ['archive/byteorder', Buffer.from('little')],
     ...tensors.map(([, t], i): [string, Uint8Array] => [`archive/data/${i}`, t.data]),
     ['archive/version', Buffer.from('3\n')],

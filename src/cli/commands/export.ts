@@ -7,6 +7,7 @@ import { writeSafetensors } from '../../io/safetensors.js';
 import { writePth } from '../../io/pth_write.js';
 import type { RawTensor } from '../../io/raw.js';
 import { loadCliModel } from './model_io.js';
+import { samConfigMetadata } from '../../model/sam/build.js';
 import { partOf } from '../../adapters/parts.js';
 
 export function registerExport(program: Command): void {
@@ -28,9 +29,11 @@ export function registerExport(program: Command): void {
           const tensors: Array<[string, RawTensor]> = [...m.loaded.model.stateDict()]
             .filter(([n]) => !['lora', 'ops', 'alpha'].includes(partOf(n)))
             .map(([n, t]) => [n, toRaw(t)]);
-          if (o.out.endsWith('.pth')) writePth(o.out, tensors);
-          else writeSafetensors(o.out, tensors, { format: 'pt' });
-          console.log(`merged ${m.layers.length} adapter layer(s) into W0 exactly; wrote ${o.out} (segment-anything names)`);
+          // The SAM configuration travels with the weights (safetensors metadata / .pth state-dict attribute).
+          const meta = samConfigMetadata(m.loaded.checkpoint.config);
+          if (o.out.endsWith('.pth')) writePth(o.out, tensors, { attributes: meta });
+          else writeSafetensors(o.out, tensors, { format: 'pt', ...meta });
+          console.log(`merged ${m.layers.length} adapter layer(s) into W0 exactly; wrote ${o.out} (segment-anything names, with its SAM configuration)`);
         } else if (o.format === 'adapter') {
           const cells = nasCells(m.layers);
           for (const { cell } of cells) cell.reparameterize();

@@ -9,7 +9,7 @@ import { ADAPTER_FILE, partOf, readAdapterConfig, type Part } from '../../adapte
 import { openCheckpoint } from '../../io/pth.js';
 import { numel } from '../../io/raw.js';
 import { openSafetensors } from '../../io/safetensors.js';
-import { inferSamConfig, samTensors, type ConfigSource } from '../../model/sam/build.js';
+import { inferSamConfig, samConfigFromMetadata, samTensors, type ConfigSource } from '../../model/sam/build.js';
 import type { Naming } from '../../model/sam/naming.js';
 import type { SamConfig } from '../../model/sam/sam.js';
 import { readModelConfig } from './model_io.js';
@@ -22,7 +22,7 @@ export interface CheckpointReport {
   naming: Naming;
   tensors: number;
   dtypes: Record<string, number>;
-  /** null values: not decidable from the shapes (pass --model-config). */
+  /** null values: not decidable from the shapes or metadata (pass --model-config). */
   config: Record<string, number | number[] | null>;
   sources: Record<string, ConfigSource | 'unknown'>;
   parameters: { image_encoder: number; prompt_encoder: number; mask_decoder: number; other: number; total: number };
@@ -52,13 +52,15 @@ export function inspectCheckpoint(file: string, given: Partial<SamConfig> = {}):
   try {
     const { tensors, naming } = samTensors(src);
     const shapes = new Map([...tensors].map(([k, t]) => [k, t.shape]));
-    // decoder_heads cannot be read off shapes: without a given value, infer the rest and report it unknown.
+    // decoder_heads cannot be read off shapes: without a given value or the checkpoint's own
+    // configuration (metadata), infer the rest and report it unknown.
+    const metadata = samConfigFromMetadata(src.metadata);
     let inf;
     let headsKnown = true;
     try {
-      inf = inferSamConfig(shapes, given);
+      inf = inferSamConfig(shapes, given, metadata);
     } catch (e) {
-      if (given.decoder_heads !== undefined || !/decoder_heads/.test((e as Error).message)) throw e;
+      if (given.decoder_heads !== undefined || metadata || !/decoder_heads/.test((e as Error).message)) throw e;
       inf = inferSamConfig(shapes, { ...given, decoder_heads: 0 });
       headsKnown = false;
     }
@@ -123,7 +125,7 @@ function printCheckpoint(r: CheckpointReport): void {
   console.log('config (value  <- source):');
   for (const [k, v] of Object.entries(r.config)) {
     if (k === 'pixel_mean' || k === 'pixel_std') continue;
-    const note = r.sources[k] === 'unknown' ? '  (not in the shapes: pass --model-config)' : '';
+    const note = r.sources[k] === 'unknown' ? '  (not in the shapes nor the metadata: pass --model-config, e.g. the model_config.json that naslora pretrain writes)' : '';
     console.log(`  ${k.padEnd(20)} ${JSON.stringify(v).padEnd(16)} <- ${r.sources[k]}${note}`);
   }
   console.log('parameters:');

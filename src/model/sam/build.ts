@@ -13,8 +13,14 @@
 //   prompt_embed_dim          neck.0.weight; mask_in_chans: mask_downscaling.3.weight
 //   decoder_depth, decoder_mlp_dim, iou_head_hidden_dim   the decoder's layer count and widths
 // What they cannot tell: decoder_heads (the q/k/v projections have the same shapes for any head
-// count). It comes from the explicit config, else from SAM's standard decoder (8 heads) when the
-// decoder has exactly its shapes (256 wide, MLP 2048, depth 2, as in every released checkpoint).
+// count), and the window layout when every rel-pos table has the global length. These come from, in
+// order: the explicit config (--model-config, model.config); the checkpoint's own configuration,
+// which naslora writes into every checkpoint it saves (SAM_CONFIG_KEY: safetensors `__metadata__`,
+// or a string attribute of the .pth state dict); the official release's values, but only when the
+// architecture is exactly ViT-B/L/H's (every shape-derived value but the input size). Anything else
+// is refused: a silently guessed head count builds a model that loads and computes something else.
+// A given config or metadata value that contradicts the shapes, or a given value that contradicts
+// the metadata, is an error.
 import { F, noGrad, Tensor } from '../../engine/index.js';
 import { DTYPE_CODE } from '../../engine/dtype.js';
 import { native } from '../../engine/native.js';
@@ -56,7 +62,38 @@ export function samTensors(src: SamTensors): { tensors: Map<string, AnyTensor>; 
 }
 
 type CoreKey = Exclude<keyof SamConfig, 'pixel_mean' | 'pixel_std'>;
-export type ConfigSource = 'shapes' | 'config' | 'standard decoder' | `preset ${SamPresetName}`;
+/** 'config': given explicitly; 'metadata': the checkpoint's own configuration; 'release X': the official ViT-X's value. */
+export type ConfigSource = 'shapes' | 'config' | 'metadata' | `release ${SamPresetName}`;
+
+const CORE_KEYS: readonly CoreKey[] = [
+  'img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'window_size', 'global_attn_indexes',
+  'prompt_embed_dim', 'mask_in_chans', 'decoder_depth', 'decoder_mlp_dim', 'decoder_heads', 'iou_head_hidden_dim',
+];
+
+/** The metadata key under which naslora stores a checkpoint's full SAM configuration (JSON). */
+export const SAM_CONFIG_KEY = 'naslora_sam_config';
+
+/** Metadata entries that record `config` in a checkpoint (safetensors `__metadata__`, .pth attributes). */
+export function samConfigMetadata(config: SamConfig): Record<string, string> {
+  const c: Partial<SamConfig> = {};
+  for (const k of [...CORE_KEYS, 'pixel_mean', 'pixel_std'] as const) if (config[k] !== undefined) (c as Record<string, unknown>)[k] = config[k];
+  return { [SAM_CONFIG_KEY]: JSON.stringify(c) };
+}
+
+/** The SAM configuration a checkpoint carries in its metadata, or null when it carries none. */
+export function samConfigFromMetadata(metadata: Readonly<Record<string, string>> | undefined): SamConfig | null {
+  const text = metadata?.[SAM_CONFIG_KEY];
+  if (text === undefined) return null;
+  let j: unknown;
+  try { j = JSON.parse(text); } catch (e) { throw new Error(`the checkpoint's ${SAM_CONFIG_KEY} metadata is not JSON (${(e as Error).message})`); }
+  const o = j as Record<string, unknown>;
+  const bad = CORE_KEYS.filter((k) => (k === 'global_attn_indexes' ? !(Array.isArray(o?.[k]) && (o[k] as unknown[]).every(Number.isInteger)) : typeof o?.[k] !== 'number'));
+  if (typeof j !== 'object' || j === null || bad.length) throw new Error(`the checkpoint's ${SAM_CONFIG_KEY} metadata is not a SAM configuration (missing or invalid: ${bad.join(', ')})`);
+  return j as SamConfig;
+}
+
+const SUPPLY = 'pass the configuration: --model-config <json> (eval, predict, export, inspect, convert) or model.config (train, compare), ' +
+  'e.g. the model_config.json that `naslora pretrain` writes next to sam.safetensors';
 
 export interface InferredConfig {
   config: SamConfig;
@@ -68,7 +105,7 @@ export interface InferredConfig {
  * The SAM configuration of a checkpoint, from its tensor shapes (segment-anything names) and
  * `given` for what shapes cannot tell. A given value that contradicts the shapes is an error.
  */
-export function inferSamConfig(shapes: Map<string, readonly number[]>, given: Partial<SamConfig> = {}): InferredConfig {
+export function inferSamConfig(shapes: Map<string, readonly number[]>, given: Partial<SamConfig> = {}, metadata: SamConfig | null = null): InferredConfig {
   const shape = (k: string): readonly number[] => {
     const s = shapes.get(k);
     if (!s) throw new Error(`cannot infer the SAM configuration: the checkpoint has no '${k}'`);
@@ -101,34 +138,56 @@ export function inferSamConfig(shapes: Map<string, readonly number[]>, given: Pa
   const lengths = Array.from({ length: depth }, (_, i) => shape(`image_encoder.blocks.${i}.attn.rel_pos_h`)[0]);
   const globalLen = 2 * G - 1;
   const windowed = lengths.filter((l) => l !== globalLen);
-  const preset = (Object.keys(SAM_PRESETS) as SamPresetName[]).find((n) => SAM_PRESETS[n].embed_dim === E && SAM_PRESETS[n].depth === depth);
   if (windowed.length) {
     if (windowed.some((l) => l !== windowed[0])) throw new Error(`windowed blocks have rel-pos tables of different lengths (${[...new Set(windowed)]}); one window size is supported`);
     set('window_size', (windowed[0] + 1) / 2, 'shapes');
     set('global_attn_indexes', lengths.flatMap((l, i) => (l === globalLen ? [i] : [])), 'shapes');
-  } else if (given.window_size !== undefined && given.global_attn_indexes) {
-    set('window_size', given.window_size, 'config');
-    set('global_attn_indexes', [...given.global_attn_indexes], 'config');
-  } else if (preset) {
-    set('window_size', SAM_PRESETS[preset].window_size, `preset ${preset}`);
-    set('global_attn_indexes', [...SAM_PRESETS[preset].global_attn_indexes], `preset ${preset}`);
-  } else {
-    throw new Error(`cannot tell windowed from global blocks: every rel-pos table has the global length ${globalLen} ` +
-      `(window size = grid size ${G}, or all global); pass window_size and global_attn_indexes`);
   }
-
   set('prompt_embed_dim', shape('image_encoder.neck.0.weight')[0], 'shapes');
   set('mask_in_chans', shape('prompt_encoder.mask_downscaling.3.weight')[0], 'shapes');
   set('decoder_depth', count(/^mask_decoder\.transformer\.layers\.(\d+)\./), 'shapes');
   set('decoder_mlp_dim', shape('mask_decoder.transformer.layers.0.mlp.lin1.weight')[0], 'shapes');
   set('iou_head_hidden_dim', shape('mask_decoder.iou_prediction_head.layers.0.weight')[0], 'shapes');
-  const std = SAM_PRESETS.vit_b;
-  if (given.decoder_heads !== undefined) set('decoder_heads', given.decoder_heads, 'config');
-  else if (c.prompt_embed_dim === std.prompt_embed_dim && c.decoder_mlp_dim === std.decoder_mlp_dim && c.decoder_depth === std.decoder_depth) {
-    set('decoder_heads', std.decoder_heads, 'standard decoder');
-  } else {
-    throw new Error('cannot infer decoder_heads from the checkpoint (the attention projections have the same shapes for any head count); pass decoder_heads');
+
+  // The metadata describes this very file: it must agree with every shape, or the file is inconsistent.
+  if (metadata) {
+    for (const k of Object.keys(c) as CoreKey[]) {
+      if (JSON.stringify(metadata[k]) !== JSON.stringify(c[k]))
+        throw new Error(`the checkpoint is inconsistent: its ${SAM_CONFIG_KEY} metadata says ${k} = ${JSON.stringify(metadata[k])}, its shapes ${JSON.stringify(c[k])}`);
+    }
+    for (const k of CORE_KEYS) {
+      if (given[k] !== undefined && JSON.stringify(given[k]) !== JSON.stringify(metadata[k]))
+        throw new Error(`config ${k} = ${JSON.stringify(given[k])} contradicts the checkpoint's own configuration (${k} = ${JSON.stringify(metadata[k])} in its metadata)` +
+          (k === 'img_size' ? '; use the imgSize option to run at another input size' : ''));
+    }
   }
+  // The official release's values apply only to its exact architecture (any input size).
+  const release = (Object.keys(SAM_PRESETS) as SamPresetName[]).find((n) =>
+    (Object.keys(c) as CoreKey[]).every((k) => k === 'img_size' || JSON.stringify(SAM_PRESETS[n][k]) === JSON.stringify(c[k])));
+  const unknown = (what: string, why: string): never => {
+    throw new Error(`cannot tell ${what} from the checkpoint: ${why}. It carries no SAM configuration in its metadata ` +
+      `(naslora writes one into every checkpoint it saves), and its shapes are not those of a released SAM (ViT-B/L/H), ` +
+      `whose values would apply; ${SUPPLY}`);
+  };
+  if (!windowed.length) {
+    if (given.window_size !== undefined && given.global_attn_indexes) {
+      set('window_size', given.window_size, 'config');
+      set('global_attn_indexes', [...given.global_attn_indexes], 'config');
+    } else if (metadata) {
+      set('window_size', metadata.window_size, 'metadata');
+      set('global_attn_indexes', [...metadata.global_attn_indexes], 'metadata');
+    } else if (release) {
+      set('window_size', SAM_PRESETS[release].window_size, `release ${release}`);
+      set('global_attn_indexes', [...SAM_PRESETS[release].global_attn_indexes], `release ${release}`);
+    } else {
+      unknown('windowed from global blocks (window_size, global_attn_indexes)',
+        `every rel-pos table has the global length ${globalLen} (window size = grid size ${G}, or all global)`);
+    }
+  }
+  if (given.decoder_heads !== undefined) set('decoder_heads', given.decoder_heads, 'config');
+  else if (metadata) set('decoder_heads', metadata.decoder_heads, 'metadata');
+  else if (release) set('decoder_heads', SAM_PRESETS[release].decoder_heads, `release ${release}`);
+  else unknown('decoder_heads', 'the attention projections have the same shapes for any head count');
 
   // What SAM fixes: check it rather than build something else silently.
   const D = c.prompt_embed_dim!;
@@ -144,8 +203,10 @@ export function inferSamConfig(shapes: Map<string, readonly number[]>, given: Pa
         (k === 'img_size' ? '; use the imgSize option to run at another input size' : ''));
     }
   }
-  if (given.pixel_mean) c.pixel_mean = given.pixel_mean;
-  if (given.pixel_std) c.pixel_std = given.pixel_std;
+  const pixelMean = given.pixel_mean ?? metadata?.pixel_mean;
+  const pixelStd = given.pixel_std ?? metadata?.pixel_std;
+  if (pixelMean) c.pixel_mean = pixelMean;
+  if (pixelStd) c.pixel_std = pixelStd;
   return { config: c as SamConfig, sources };
 }
 
@@ -254,7 +315,8 @@ export interface LoadedSam {
 /** Builds a Sam that fits a checkpoint and loads its weights. */
 export function loadSam(src: SamTensors, o: LoadSamOptions = {}): LoadedSam {
   const { tensors, naming } = samTensors(src);
-  const checkpoint = inferSamConfig(new Map([...tensors].map(([k, t]) => [k, t.shape])), o.config);
+  const metadata = src instanceof Map ? null : samConfigFromMetadata(src.metadata);
+  const checkpoint = inferSamConfig(new Map([...tensors].map(([k, t]) => [k, t.shape])), o.config, metadata);
   const config: SamConfig = { ...checkpoint.config };
   if (o.imgSize !== undefined) {
     if (!Number.isInteger(o.imgSize) || o.imgSize <= 0 || o.imgSize % config.patch_size !== 0) {
@@ -270,6 +332,13 @@ export function loadSam(src: SamTensors, o: LoadSamOptions = {}): LoadedSam {
     model.dispose();
     throw e;
   }
+}
+
+/** The configuration of an opened checkpoint (shapes, its metadata, `given`), reading no weights. */
+export function checkpointConfig(src: TensorSource, given: Partial<SamConfig> = {}): InferredConfig & { naming: Naming; fromMetadata: boolean } {
+  const { tensors, naming } = samTensors(src);
+  const metadata = samConfigFromMetadata(src.metadata);
+  return { ...inferSamConfig(new Map([...tensors].map(([k, t]) => [k, t.shape])), given, metadata), naming, fromMetadata: metadata !== null };
 }
 
 /** loadSam from a .pth or .safetensors file. */
