@@ -117,7 +117,11 @@ test('cross-field rules', () => {
   assert.match(problems(() => loadConfig('nas-lora', [...DIR, 'schedule.stages.1.alpha_split=arch']))[0]!, /^schedule\.stages\.1\.alpha_split: joint mode/);
   assert.match(problems(() => loadConfig('nas-lora', [...DIR, 'method.targets=(']))[0]!, /^method\.targets: not a valid regular expression/);
   assert.match(problems(() => loadConfig('nas-lora', [...DIR, 'model.checkpoint=null']))[0]!, /^model\.checkpoint: required/);
-  assert.equal(loadConfig('nas-lora', [...DIR, 'model.checkpoint=null', 'model.pretrained=none']).model.pretrained, 'none');
+  // model.config defaults to null (the checkpoint's own configuration); building from scratch needs one.
+  assert.match(problems(() => loadConfig('nas-lora', [...DIR, 'model.checkpoint=null', 'model.pretrained=none']))[0]!, /^model\.config: required when model\.pretrained=none/);
+  assert.equal(loadConfig('nas-lora', [...DIR, 'model.checkpoint=null', 'model.pretrained=none', 'model.config=vit_b']).model.pretrained, 'none');
+  assert.match(problems(() => loadConfig('lora', [...DIR, 'eval.metrics=[iou, mae]']))[0]!, /^eval\.metrics: must include 'dice'/);
+  assert.match(problems(() => loadConfig('lora', [...DIR, 'data.mode=prompted', 'eval.resolution=original']))[0]!, /^eval\.resolution: 'original' scores prompt-free models/);
   assert.match(problems(() => loadConfig('nas-lora', [...DIR, 'method.ops=[skip, skip]']))[0]!, /^method\.ops: lists an op twice/);
 });
 

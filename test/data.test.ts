@@ -218,9 +218,10 @@ test('batch iterator over files with a cache; prompts from masks', { skip: !have
   const d = await decodeSample(samples[0]!);
   assert.deepEqual(a.flatMap((x) => x.origSizes).find((_, i) => a.flatMap((x) => x.ids)[i] === d.id), [d.height, d.width]);
   const pr = batchPrompts(a[0]!, { jitterFrac: 0.1, nPos: 2, nNeg: 1, seed: 0 });
-  assert.equal(pr.boxes.length, 8);
+  assert.equal(pr.boxes!.length, 8);
   assert.deepEqual([...pr.pointLabels.subarray(0, 3)], [1, 1, 0]);
-  assert.ok(pr.boxes.every((v) => v >= 0 && v <= 64));
+  assert.ok(pr.boxes!.every((v) => v >= 0 && v <= 64));
+  assert.equal(batchPrompts(a[0]!, { box: false, jitterFrac: 0.1, nPos: 2, nNeg: 1, seed: 0 }).boxes, null);
 });
 
 test('boxFromMask / pointsFromMask', () => {

@@ -23,8 +23,8 @@ import {
   applyOverride, ConfigError, deepMerge, isPresetName, NAS_METHODS, parseConfig, PRESET_NAMES, PRESETS,
   type PresetName, type RunConfig,
 } from '../train/config.js';
-import { buildModel, loadSplits, runTraining } from '../train/run.js';
-import { evaluate } from '../train/trainer.js';
+import { buildModel, loadSplits, runTraining, scoringOf, type Scoring } from '../train/run.js';
+import { evaluateReport } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
@@ -363,6 +363,9 @@ export interface CompareRunRecord extends RunMetrics {
   test_images: number;
   /** Training seconds on the trainer's clock (final evaluation excluded); 0 for zero-shot. */
   seconds: number;
+  /** How the test split was scored (eval.resolution): 'label' at label_size, or 'original'. */
+  resolution: 'label' | 'original';
+  label_size: number;
   trainable_params: number;
   adapter_params: number;
   /** NAS cell path → derived op name (discretized cells only); null for methods without NAS cells. */
@@ -404,7 +407,7 @@ export function formatDuration(s: number): string {
   return `${Math.floor(t / 3600)}h${String(Math.floor((t % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-interface SavedMetrics { trainable_parameters: number; adapter_parameters: number; seconds: number; test: (ImageMetrics & { count: number }) | null }
+interface SavedMetrics { trainable_parameters: number; adapter_parameters: number; seconds: number; test: (ImageMetrics & { count: number }) | null; scoring?: Scoring }
 
 /** A finished run's record, from its folder (metrics.json, derived_ops.json): the same for fresh and skipped runs. */
 export function readRunRecord(r: PlannedRun, status: RunStatus): CompareRunRecord {
@@ -419,9 +422,12 @@ export function readRunRecord(r: PlannedRun, status: RunStatus): CompareRunRecor
     // After the schedule a cell maps to its op name when discretized, else to its op weights: names only.
     derived = Object.fromEntries(Object.entries(d.derived ?? {}).filter((e): e is [string, string] => typeof e[1] === 'string'));
   }
+  // Runs made before metrics.json recorded its scoring were scored at label size.
+  const scoring = m.scoring ?? { test_resolution: 'label' as const, label_size: r.cfg.data.label_size ?? r.cfg.data.image_size };
   return {
     method: r.method, preset: r.preset, seed: r.seed, status, ...metrics, test_images: test.count,
-    seconds: m.seconds, trainable_params: m.trainable_parameters, adapter_params: m.adapter_parameters,
+    seconds: m.seconds, resolution: scoring.test_resolution, label_size: scoring.label_size,
+    trainable_params: m.trainable_parameters, adapter_params: m.adapter_parameters,
     derived_ops: derived, run_dir: r.runDir,
   };
 }
@@ -435,12 +441,12 @@ async function runZeroShot(r: PlannedRun, log: (m: string) => void): Promise<voi
   const b = buildModel(cfg, log);
   let test: ImageMetrics & { count: number };
   try {
-    test = await evaluate(b.seg, splits.test, cfg, cfg.eval.threshold);
+    test = (await evaluateReport(b.seg, splits.test, cfg)).summary;
   } finally {
     b.sam.dispose();
   }
   writeFileAtomic(path.join(r.runDir, 'metrics.json'), JSON.stringify({
-    method: ZERO_SHOT, trainable_parameters: 0, adapter_parameters: 0, seconds: 0, best: null, val: null, test,
+    method: ZERO_SHOT, trainable_parameters: 0, adapter_parameters: 0, seconds: 0, scoring: scoringOf(cfg), best: null, val: null, test,
   }, null, 2) + '\n');
 }
 
@@ -546,9 +552,10 @@ export function formatCompareMarkdown(r: CompareResult): string {
   const rule = (k: number) => row(Array.from({ length: k }, () => '---'));
   const seeds = [...new Set(r.runs.map((x) => x.seed))];
   const images = [...new Set(r.runs.map((x) => x.test_images))];
+  const scored = [...new Set(r.runs.map((x) => (x.resolution === 'label' ? `at label size ${x.label_size}` : 'at original resolution')))];
   const out: string[] = [
     '# naslora compare', '',
-    `${r.methods.length} method(s) × ${seeds.length} seed(s) (${seeds.join(', ')}); test split, ${images.join('/')} images; ` +
+    `${r.methods.length} method(s) × ${seeds.length} seed(s) (${seeds.join(', ')}); test split, ${images.join('/')} images, scored ${scored.join(' / ')} (eval.resolution); ` +
       'same data, splits, steps, batch and evaluation for every run. Metrics: mean ± sample sd over seeds; seconds: training time (final evaluation excluded).', '',
   ];
   const head = ['method', 'n', 'Dice', 'IoU', 'S', 'E', 'wF', 'MAE', 'seconds', 'time ÷ Conv-LoRA', 'time ÷ LoRA', 'trainable params', 'encoder adapter params'];

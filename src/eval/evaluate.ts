@@ -1,13 +1,21 @@
-// Evaluation at each image's original resolution: the prediction is mapped back (undo the padding
-// or squash, bilinear on the logits) and compared with the original ground-truth mask, so the
-// numbers do not depend on the model's input size.
+// Scoring a model on a list of samples, at one of two resolutions (recorded in every report):
+//  - 'original': each image's original resolution: the prediction is mapped back (undo the padding
+//    or squash, bilinear on the logits) and compared with the original ground-truth mask, so the
+//    numbers do not depend on the model's input size (`naslora eval`'s default);
+//  - 'label': the label size L of training (the mask resized to L×L, nearest; the logits bilinear to
+//    L×L), batched, as the trainer scores its validation and test splits (eval.resolution's default).
 import * as path from 'node:path';
 import { F, noGrad, tensor, tidy, type Tensor } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { decodeSample, loadSample, validRegion, type LoaderOptions, type SampleSource } from '../train/data/loader.js';
+import {
+  decodeSample, iterateBatches, loadSample, validRegion, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource,
+} from '../train/data/loader.js';
 import { MetricsAggregator, METRIC_NAMES, type ImageMetrics, type MetricRow } from './metrics.js';
 
-export interface EvalModel { forward(images: Tensor): Tensor }
+export type Resolution = 'original' | 'label';
+export const RESOLUTIONS: readonly Resolution[] = ['original', 'label'];
+
+export interface EvalModel { forward(images: Tensor, prompts?: BatchPrompts | null): Tensor }
 
 /** Low-res logits (1,1,h,w) of an S×S input → logits at the original H0×W0. */
 export function logitsToOriginal(lowRes: Tensor, S: number, h0: number, w0: number, resize: LoaderOptions['resize']): Tensor {
@@ -21,13 +29,24 @@ export function logitsToOriginal(lowRes: Tensor, S: number, h0: number, w0: numb
 
 export interface EvalReport { summary: ImageMetrics & { count: number }; rows: MetricRow[] }
 
-export async function evaluateOriginal(
-  model: EvalModel, items: SampleSource[], o: { imageSize: number; resize: LoaderOptions['resize']; threshold: number; probThreshold?: number; onImage?: (i: number, n: number) => void },
-): Promise<EvalReport> {
-  const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5 });
+export interface EvalOptions {
+  imageSize: number;
+  resize: LoaderOptions['resize'];
+  /** Mask foreground: gray > threshold. */
+  threshold: number;
+  /** Prediction foreground: probability > probThreshold (default 0.5). */
+  probThreshold?: number;
+  /** Metrics to compute (default all); the report holds only these. */
+  metrics?: ReadonlyArray<keyof ImageMetrics>;
+  cache?: SampleCache | null;
+  onImage?: (i: number, n: number) => void;
+}
+
+export async function evaluateOriginal(model: EvalModel, items: SampleSource[], o: EvalOptions): Promise<EvalReport> {
+  const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
   for (let i = 0; i < items.length; i++) {
     const s = items[i];
-    const d = 'rgb' in s ? s : await decodeSample(s, o.threshold);
+    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, o.threshold) : await decodeSample(s, o.threshold);
     const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, threshold: o.threshold, augment: null });
     const prob = noGrad(() => tidy(() => {
       const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize]);
@@ -39,11 +58,46 @@ export async function evaluateOriginal(
   return { summary: agg.mean(), rows: agg.rows };
 }
 
-/** summary.json and per_image.csv in dir. */
+export interface LabelEvalOptions extends EvalOptions {
+  /** Label size L: masks and predictions compared at L×L. */
+  labelSize: number;
+  batchSize: number;
+  workers?: number;
+  prefetch?: number;
+  /** Prompted mode: the prompts of a batch (drawn from its ground truth). */
+  prompts?: (b: Batch) => BatchPrompts | null;
+}
+
+/** Metrics at label size: batches as in training (no augmentation), logits upsampled to L×L. */
+export async function evaluateAtLabelSize(model: EvalModel, items: SampleSource[], o: LabelEvalOptions): Promise<EvalReport> {
+  const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
+  const L = o.labelSize;
+  let done = 0;
+  for await (const b of iterateBatches(items, {
+    imageSize: o.imageSize, labelSize: L, resize: o.resize, threshold: o.threshold, augment: null,
+    batchSize: o.batchSize, shuffle: false, prefetch: o.prefetch, workers: o.workers, cache: o.cache ?? null,
+  })) {
+    const probs = noGrad(() => tidy(() => {
+      const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize]);
+      const low = model.forward(images, o.prompts?.(b) ?? null);
+      const [, , h, w] = low.shape;
+      const up = h === L && w === L ? low : F.interpolate(low, { size: [L, L], mode: 'bilinear', alignCorners: false });
+      return up.sigmoid().toArray() as Float32Array;
+    }));
+    const n = L * L;
+    b.ids.forEach((id, k) => agg.add(id, probs.subarray(k * n, (k + 1) * n), Uint8Array.from(b.masks.subarray(k * n, (k + 1) * n)), L, L));
+    done += b.batchSize;
+    o.onImage?.(done, items.length);
+  }
+  return { summary: agg.mean(), rows: agg.rows };
+}
+
+/** summary.json and per_image.csv in dir (the metrics the report holds). */
 export function writeEvalReport(dir: string, r: EvalReport, extra: Record<string, unknown> = {}): void {
   writeFileAtomic(path.join(dir, 'summary.json'), JSON.stringify({ ...extra, ...r.summary }, null, 2) + '\n');
-  const head = ['id', ...METRIC_NAMES].join(',');
-  const lines = r.rows.map((row) => [csvField(row.name), ...METRIC_NAMES.map((k) => row[k].toFixed(6))].join(','));
+  const names = METRIC_NAMES.filter((k) => r.rows.length === 0 || k in r.rows[0]!);
+  const head = ['id', ...names].join(',');
+  const lines = r.rows.map((row) => [csvField(row.name), ...names.map((k) => row[k].toFixed(6))].join(','));
   writeFileAtomic(path.join(dir, 'per_image.csv'), [head, ...lines].join('\n') + '\n');
 }
 

@@ -365,38 +365,50 @@ export function weightedFMeasure(pred: Prediction, gt: Uint8Array, h: number, w:
 
 // ---- all at once, and the per-dataset table ----
 
-export function computeMetrics(pred: Prediction, gt: Uint8Array, h: number, w: number, opts: MetricOptions = {}): ImageMetrics {
+/** Every metric, or only those in `only` (the result then holds just those keys). */
+export function computeMetrics(pred: Prediction, gt: Uint8Array, h: number, w: number, opts: MetricOptions = {}, only?: ReadonlyArray<keyof ImageMetrics>): ImageMetrics {
   check(pred, gt, h, w);
-  const p = normalizePrediction(pred);
-  return {
-    dice: dice(pred, gt, h, w, opts),
-    iou: iou(pred, gt, h, w, opts),
-    mae: maeN(p, gt),
-    ber: ber(pred, gt, h, w),
-    sMeasure: sMeasureN(p, gt, h, w, opts.alpha ?? 0.5),
-    meanEMeasure: meanEMeasureN(p, gt),
-    weightedF: weightedFN(p, gt, h, w, opts.beta2 ?? 0.3),
+  const want = (k: keyof ImageMetrics): boolean => !only || only.includes(k);
+  const needP = ['mae', 'sMeasure', 'meanEMeasure', 'weightedF'].some((k) => want(k as keyof ImageMetrics));
+  const p = needP ? normalizePrediction(pred) : new Float64Array(0);
+  const all: Record<keyof ImageMetrics, () => number> = {
+    dice: () => dice(pred, gt, h, w, opts),
+    iou: () => iou(pred, gt, h, w, opts),
+    mae: () => maeN(p, gt),
+    ber: () => ber(pred, gt, h, w),
+    sMeasure: () => sMeasureN(p, gt, h, w, opts.alpha ?? 0.5),
+    meanEMeasure: () => meanEMeasureN(p, gt),
+    weightedF: () => weightedFN(p, gt, h, w, opts.beta2 ?? 0.3),
   };
+  const out = {} as ImageMetrics;
+  for (const k of METRIC_NAMES) if (want(k)) out[k] = all[k]();
+  return out;
 }
 
 export interface MetricRow extends ImageMetrics {
   name: string;
 }
 
-/** Keeps one row per image; `mean()` is the dataset score (mean over images, as Conv-LoRA reports). */
+/**
+ * Keeps one row per image; `mean()` is the dataset score (mean over images, as Conv-LoRA reports).
+ * `metrics`: compute only these (rows and mean then hold just those keys); default all.
+ */
 export class MetricsAggregator {
   readonly rows: MetricRow[] = [];
-  constructor(readonly options: MetricOptions = {}) {}
+  readonly metrics: ReadonlyArray<keyof ImageMetrics>;
+  constructor(readonly options: MetricOptions & { metrics?: ReadonlyArray<keyof ImageMetrics> } = {}) {
+    this.metrics = options.metrics ?? METRIC_NAMES;
+  }
 
   add(name: string, pred: Prediction, gt: Uint8Array, h: number, w: number): MetricRow {
-    const row: MetricRow = { name, ...computeMetrics(pred, gt, h, w, this.options) };
+    const row: MetricRow = { name, ...computeMetrics(pred, gt, h, w, this.options, this.metrics) };
     this.rows.push(row);
     return row;
   }
 
   mean(): ImageMetrics & { count: number } {
     const out = { count: this.rows.length } as ImageMetrics & { count: number };
-    for (const k of METRIC_NAMES) out[k] = this.rows.reduce((s, r) => s + r[k], 0) / this.rows.length;
+    for (const k of METRIC_NAMES) if (this.metrics.includes(k)) out[k] = this.rows.reduce((s, r) => s + r[k], 0) / this.rows.length;
     return out;
   }
 }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { writeFileAtomic } from '../io/atomic.js';
+import type { ImageMetrics } from '../eval/metrics.js';
 
 export const METHOD_NAMES = ['nas-lora', 'nas-pc-lora', 'lora', 'conv-lora', 'decoder-only'] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
@@ -26,6 +27,10 @@ export type TrainPart = (typeof TRAIN_PARTS)[number];
 
 export const METRICS = ['dice', 'iou', 's_measure', 'e_measure', 'wf_measure', 'mae', 'ber'] as const;
 export type Metric = (typeof METRICS)[number];
+/** eval.metrics names → the metric keys of reports (metrics.json, events.jsonl, summary.json). */
+export const METRIC_FIELDS: Readonly<Record<Metric, keyof ImageMetrics>> = {
+  dice: 'dice', iou: 'iou', s_measure: 'sMeasure', e_measure: 'meanEMeasure', wf_measure: 'weightedF', mae: 'mae', ber: 'ber',
+};
 
 export const PRESET_NAMES = METHOD_NAMES;
 export type PresetName = MethodName;
@@ -36,8 +41,13 @@ const Frac = z.number().min(0).max(1);
 const Beta = z.number().min(0).lt(1);
 
 const ModelSchema = z.strictObject({
-  /** Model config: 'vit_b' | 'vit_l' | 'vit_h' or another name/path the model registry knows. */
-  config: z.string().min(1),
+  /**
+   * SAM configuration: 'vit_b' | 'vit_l' | 'vit_h' or a JSON file (e.g. the model_config.json that
+   * `naslora pretrain` writes). null: the checkpoint's own (its metadata; the official values only for
+   * an exact ViT-B/L/H architecture; anything else is refused). Required when pretrained = 'none'.
+   * When set with a checkpoint, every value must agree with it (the input size is data.image_size).
+   */
+  config: z.string().min(1).nullable(),
   /** SAM weights (safetensors); required unless pretrained = 'none'. */
   checkpoint: z.string().min(1).nullable(),
   pretrained: z.enum(['sam', 'none']),
@@ -175,11 +185,17 @@ const TrainSchema = z.strictObject({
 });
 
 const EvalSchema = z.strictObject({
+  /** Metrics computed and reported (events.jsonl, metrics.json); dice is required (it picks the best checkpoint). */
   metrics: z.array(z.enum(METRICS)).min(1),
-  /** Split of the periodic evaluation during training. */
+  /** Split of the periodic evaluation during training, which also picks checkpoints/best ('test' makes the best checkpoint's test score optimistic). */
   split: z.enum(['val', 'test']),
   /** Probability threshold for binary predictions. */
   threshold: Frac,
+  /**
+   * Resolution of the final test scoring (metrics.json `test`, compare): 'label' = at data.label_size
+   * (the periodic evaluation's), 'original' = each image's own size, as `naslora eval` scores by default.
+   */
+  resolution: z.enum(['label', 'original']),
 });
 
 const ObjectSchema = z.strictObject({
@@ -198,6 +214,8 @@ type ObjectConfig = z.output<typeof ObjectSchema>;
 /** Cross-field rules; each problem names its key path. */
 function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
   const bad = (path: Array<string | number>, message: string): void => ctx.addIssue({ code: 'custom', path, message });
+  if (c.model.pretrained === 'none' && c.model.config === null)
+    bad(['model', 'config'], 'required when model.pretrained=none: a preset (vit_b, vit_l, vit_h) or a SAM config JSON to build from');
   if (c.model.pretrained === 'sam' && c.model.checkpoint === null)
     bad(['model', 'checkpoint'], "required: path to the SAM weights (or set model.pretrained=none to start from random weights)");
   if ((c.data.dir === null) === (c.data.synthetic === null))
@@ -248,6 +266,10 @@ function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
   const usesArch = c.schedule.stages.some((s) => s.optimize_alpha && (s.alpha_split ?? (c.schedule.alpha_optim.mode === 'alternate' ? 'arch' : 'train')) === 'arch');
   if (usesArch && c.data.splits.arch_frac <= 0) bad(['data', 'splits', 'arch_frac'], "must be > 0 when a stage trains α on the 'arch' split");
   if ((c.train.epochs === null) === (c.train.steps === null)) bad(['train', 'epochs'], 'set exactly one of train.epochs and train.steps (the other null)');
+  if (!c.eval.metrics.includes('dice')) bad(['eval', 'metrics'], "must include 'dice' (it picks checkpoints/best and is what compare and demo report first)");
+  if (new Set(c.eval.metrics).size !== c.eval.metrics.length) bad(['eval', 'metrics'], 'lists a metric twice');
+  if (c.eval.resolution === 'original' && c.data.mode === 'prompted')
+    bad(['eval', 'resolution'], "'original' scores prompt-free models; prompted mode draws its prompts at label size: use 'label'");
 }
 
 /** Fills stage.alpha_split from the search mode so the output is explicit. */
@@ -283,7 +305,7 @@ function base(name: MethodName): RunConfigInput {
     name: s, share, train: parts, optimize_alpha, discretize_at_entry,
   });
   return {
-    model: { config: 'vit_b', checkpoint: 'checkpoints/sam_vit_b.safetensors', pretrained: 'sam' },
+    model: { config: null, checkpoint: 'checkpoints/sam_vit_b.safetensors', pretrained: 'sam' },
     data: {
       dir: null, mask_suffix: '', synthetic: null,
       splits: { seed: 0, fractions: [0.7, 0.1, 0.2], arch_frac: 0.15 },
@@ -308,7 +330,7 @@ function base(name: MethodName): RunConfigInput {
       search: nas ? { ...SEARCH_DEFAULTS, fold_fix: true } : { ...SEARCH_DEFAULTS },
     },
     train: { epochs: 20, steps: null, seed: 0, eval_every: 1, log_every: 10, out_dir: `runs/${name}` },
-    eval: { metrics: [...METRICS], split: 'val', threshold: 0.5 },
+    eval: { metrics: [...METRICS], split: 'val', threshold: 0.5, resolution: 'label' },
   };
 }
 
@@ -370,6 +392,23 @@ function schemaAt(path: Array<string | number>): { schema: z.core.$ZodType } | {
     else return { error: `${here} is not a mapping with key '${seg}'` };
   }
   return { schema: s };
+}
+
+/**
+ * Every leaf key of the run-config schema as a dotted path; list elements that are mappings appear
+ * as `[]` (schedule.stages[].share), nullable mappings by their fields (data.synthetic.kind).
+ * Tuples and lists of scalars are leaves (optim.betas, method.ops).
+ */
+export function configLeafKeys(): string[] {
+  const out: string[] = [];
+  const walk = (s: z.core.$ZodType, at: string): void => {
+    const u = unwrap(s);
+    if (u instanceof z.ZodObject) for (const [k, v] of Object.entries(u.shape as Record<string, z.core.$ZodType>)) walk(v, at ? `${at}.${k}` : k);
+    else if (u instanceof z.ZodArray && unwrap(u.element) instanceof z.ZodObject) walk(u.element, `${at}[]`);
+    else out.push(at);
+  };
+  walk(RunConfigSchema, '');
+  return out;
 }
 
 function validKeysAt(path: Array<string | number>): string {

@@ -5,13 +5,14 @@ import * as path from 'node:path';
 import { toRaw } from '../adapters/io.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { samConfigMetadata } from '../model/sam/build.js';
 import type { RunConfig } from './config.js';
 import { runTraining, type RunOutcome } from './run.js';
 import type { Progress } from './progress.js';
 
 export const PRETRAIN_PARTS = ['encoder', 'decoder', 'iou_head', 'prompt_encoder'] as const;
 
-/** Turns a run config into a from-scratch pretraining config (decoder-only method, all parts train). */
+/** Turns a run config into a from-scratch pretraining config (no adapter: method.name decoder-only, all parts train). */
 export function pretrainConfig(cfg: RunConfig): RunConfig {
   return {
     ...cfg,
@@ -25,10 +26,13 @@ export async function pretrain(cfg: RunConfig, o: { progress?: Progress } = {}):
   const p = pretrainConfig(cfg);
   const out = p.train.out_dir;
   const checkpoint = path.join(out, 'sam.safetensors');
+  // Called 'pretrain' in progress lines and metrics.json (it trains every part, no adapter); with
+  // nothing held out it is scored on its training data, labelled as such (metrics.json `train`).
   const r = await runTraining(p, {
-    progress: o.progress,
+    progress: o.progress, label: 'pretrain', scoreTrainWhenNothingHeldOut: true,
     afterTrain: (b) => {
-      writeSafetensors(checkpoint, [...b.sam.stateDict()].map(([n, t]) => [n, toRaw(t)]), { format: 'pt', naslora: 'pretrained' });
+      // The configuration travels with the weights (SAM_CONFIG_KEY), so that loading it needs no model.config.
+      writeSafetensors(checkpoint, [...b.sam.stateDict()].map(([n, t]) => [n, toRaw(t)]), { format: 'pt', naslora: 'pretrained', ...samConfigMetadata(b.config) });
       writeFileAtomic(path.join(out, 'model_config.json'), JSON.stringify({ config: b.config }, null, 2) + '\n');
     },
   });

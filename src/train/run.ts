@@ -7,11 +7,11 @@ import { countByPart, formatCounts, injectAdapters, setTrainable, sha256File, ty
 import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/sam/sam.js';
 import { loadSamFile } from '../model/sam/build.js';
 import { segmentLogits } from '../model/sam/segment.js';
-import type { RunConfig } from './config.js';
+import { effectiveArchFrac, type RunConfig } from './config.js';
 import { loadDataset, makeSplits } from './data/dataset.js';
 import type { SampleSource } from './data/loader.js';
 import { makeSyntheticDomain } from './data/synthetic.js';
-import { evaluate, train, type SegModel, type TrainResult } from './trainer.js';
+import { evaluateReport, train, type SegModel, type TrainResult } from './trainer.js';
 import { makeProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
@@ -47,14 +47,26 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
   if (cfg.model.pretrained === 'sam') {
     const file = cfg.model.checkpoint!;
     if (!fs.existsSync(file)) throw new Error(`model.checkpoint ${file} does not exist`);
-    const given = cfg.model.config in SAM_PRESETS || fs.existsSync(cfg.model.config) ? resolveSamConfig(cfg.model.config) : undefined;
-    const loaded = loadSamFile(file, { config: given ? { decoder_heads: given.decoder_heads } : undefined, imgSize: cfg.data.image_size });
+    // model.config, when set, is checked against the checkpoint (its shapes and its own configuration)
+    // in full; the input size is data.image_size's to choose.
+    let given: Partial<SamConfig> | undefined;
+    if (cfg.model.config !== null) {
+      const { img_size: _inputSize, ...rest } = resolveSamConfig(cfg.model.config);
+      given = rest;
+    }
+    let loaded;
+    try {
+      loaded = loadSamFile(file, { config: given, imgSize: cfg.data.image_size });
+    } catch (e) {
+      throw new Error(`model.checkpoint ${file}${given ? ` with model.config ${cfg.model.config}` : ''}: ${(e as Error).message}`);
+    }
     sam = loaded.model;
     config = loaded.config;
     baseSha256 = sha256File(file);
     if (loaded.resized.length) log(`input size ${cfg.data.image_size}: interpolated ${loaded.resized.join(', ')}`);
   } else {
     manualSeed(cfg.train.seed);
+    if (cfg.model.config === null) throw new Error('model.config: required when model.pretrained=none (a preset name or a SAM config JSON)');
     config = { ...resolveSamConfig(cfg.model.config), img_size: cfg.data.image_size };
     sam = Sam.fromConfig(config);
   }
@@ -65,34 +77,65 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
 
 export interface RunOutcome extends TrainResult {
   test: (ImageMetrics & { count: number }) | null;
+  /** Scores on the training data (scoreTrainWhenNothingHeldOut), else null. */
+  trainScore: (ImageMetrics & { count: number }) | null;
   /** Parameters trained over the schedule (adapter + e.g. decoder), and the encoder adapter's alone. */
   trainable: number;
   adapterParams: number;
   runDir: string;
 }
 
-export async function runTraining(cfg: RunConfig, o: { resume?: boolean; progress?: Progress; runDir?: string; afterTrain?: (b: BuiltModel) => void } = {}): Promise<RunOutcome> {
+/** How a run's scores were made (metrics.json `scoring`, compare.json): split, resolution, label size. */
+export interface Scoring { periodic_split: 'val' | 'test'; test_resolution: 'label' | 'original'; label_size: number; metrics: string[] }
+
+export function scoringOf(cfg: RunConfig): Scoring {
+  return { periodic_split: cfg.eval.split, test_resolution: cfg.eval.resolution, label_size: cfg.data.label_size ?? cfg.data.image_size, metrics: [...cfg.eval.metrics] };
+}
+
+export interface RunOptions {
+  resume?: boolean;
+  progress?: Progress;
+  runDir?: string;
+  afterTrain?: (b: BuiltModel) => void;
+  /** What the run is called in progress lines and metrics.json `method` (default: method.name). */
+  label?: string;
+  /** With neither a val nor a test split, score the training split (no augmentation), as metrics.json `train`. */
+  scoreTrainWhenNothingHeldOut?: boolean;
+}
+
+export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<RunOutcome> {
   const runDir = o.runDir ?? cfg.train.out_dir;
-  const progress = o.progress ?? makeProgress(cfg.method.name, { logEvery: cfg.train.log_every });
-  const archFrac = cfg.schedule.alpha_optim.mode === 'alternate' && cfg.schedule.stages.some((s) => s.optimize_alpha) ? cfg.data.splits.arch_frac : 0;
-  const splits = loadSplits(cfg, archFrac);
+  const label = o.label ?? cfg.method.name;
+  const progress = o.progress ?? makeProgress(label, { logEvery: cfg.train.log_every });
+  const splits = loadSplits(cfg, effectiveArchFrac(cfg));
   if (!splits.train.length) throw new Error('the training split is empty');
   progress.log(`data: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch`);
+  const periodic = cfg.eval.split === 'test' ? splits.test : splits.val;
+  if (cfg.eval.split === 'test') progress.log('eval.split=test: the periodic evaluation runs on the test split and picks checkpoints/best there (its test score is then optimistic)');
   const built = buildModel(cfg, (m) => progress.log(m));
   try {
     setTrainable(built.sam, cfg.schedule.stages[0].train as Part[]);
     const counts = countByPart(built.sam);
-    progress.log(`method ${cfg.method.name}: ${built.layers.length} adapted layers; trainable parameters by part (first stage):\n${formatCounts(counts)}`);
+    progress.log(`${o.label ?? `method ${cfg.method.name}`}: ${built.layers.length} adapted layers; trainable parameters by part (first stage):\n${formatCounts(counts)}`);
     const result = await train({
-      cfg, model: built.seg, layers: built.layers, train: splits.train, val: splits.val, arch: splits.arch,
+      cfg, model: built.seg, layers: built.layers, train: splits.train, val: periodic, arch: splits.arch,
       runDir, baseSha256: built.baseSha256, progress, resume: o.resume,
     });
-    const test = splits.test.length ? await evaluate(built.seg, splits.test, cfg, cfg.eval.threshold) : null;
+    const test = splits.test.length ? (await evaluateReport(built.seg, splits.test, cfg)).summary : null;
+    let trainScore: (ImageMetrics & { count: number }) | null = null;
+    if (o.scoreTrainWhenNothingHeldOut && !splits.val.length && !splits.test.length) {
+      trainScore = (await evaluateReport(built.seg, splits.train, cfg)).summary;
+      progress.log(`nothing held out: scored on the training data (not a held-out estimate): ${Object.entries(trainScore).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
+    }
     o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);
     const adapterParams = countByPart(built.sam).filter((c) => ['lora', 'ops', 'alpha'].includes(c.part)).reduce((a, c) => a + c.total, 0);
-    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({ method: cfg.method.name, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, best: result.best, val: result.final, test }, null, 2) + '\n');
-    return { ...result, test, trainable, adapterParams, runDir };
+    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({
+      method: label, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, scoring: scoringOf(cfg),
+      best: result.best ? { ...result.best, split: cfg.eval.split } : null, val: cfg.eval.split === 'val' ? result.final : null, test,
+      ...(trainScore ? { train: trainScore, train_note: 'no val or test split: scored on the training data, not held out' } : {}),
+    }, null, 2) + '\n');
+    return { ...result, test, trainScore, trainable, adapterParams, runDir };
   } finally {
     built.sam.dispose();
   }

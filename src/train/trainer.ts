@@ -8,8 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, noGrad, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
 import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
-import { MetricsAggregator, type ImageMetrics } from '../eval/metrics.js';
-import type { RunConfig, StageConfig } from './config.js';
+import type { ImageMetrics } from '../eval/metrics.js';
+import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
+import { METRIC_FIELDS, type RunConfig, type StageConfig } from './config.js';
 import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from './data/loader.js';
 import { hashSeed } from './data/dataset.js';
 import { lossByName } from './losses.js';
@@ -99,27 +100,30 @@ export function upsampleLogits(lowRes: Tensor, size: number): Tensor {
   return h === size && w === size ? lowRes : F.interpolate(lowRes, { size: [size, size], mode: 'bilinear', alignCorners: false });
 }
 
-/** Mean metrics of the model on items, at label size. */
+/** Mean metrics (eval.metrics) of the model on items, at label size. */
 export async function evaluate(model: SegModel, items: SampleSource[], cfg: RunConfig, threshold: number): Promise<ImageMetrics & { count: number }> {
-  const agg = new MetricsAggregator({ threshold });
-  const L = cfg.data.label_size ?? cfg.data.image_size;
+  return (await evaluateReport(model, items, cfg, { threshold, resolution: 'label' })).summary;
+}
+
+/**
+ * The model on items as the run config says: eval.metrics, at label size (batched; prompts from the
+ * ground truth in prompted mode) or at each image's original resolution (eval.resolution's choices).
+ */
+export async function evaluateReport(model: SegModel, items: SampleSource[], cfg: RunConfig, o: { threshold?: number; resolution?: Resolution } = {}): Promise<EvalReport> {
+  const common = {
+    imageSize: cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold, probThreshold: o.threshold ?? cfg.eval.threshold,
+    metrics: cfg.eval.metrics.map((m) => METRIC_FIELDS[m]), cache: cacheFor(cfg),
+  };
   model.module.eval();
-  for await (const b of iterateBatches(items, {
-    imageSize: cfg.data.image_size, labelSize: L, resize: cfg.data.resize, threshold: cfg.data.threshold, augment: null,
-    batchSize: cfg.data.batch_size, shuffle: false, prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, cache: cacheFor(cfg),
-  })) {
-    const probs = noGrad(() => tidy(() => {
-      const { images } = toTensors(b);
-      const prompts = cfg.data.mode === 'prompted' ? batchPrompts(b, { jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : null;
-      return upsampleLogits(model.forward(images, prompts), L).sigmoid().toArray() as Float32Array;
-    }));
-    b.ids.forEach((id, k) => {
-      const n = L * L;
-      agg.add(id, probs.subarray(k * n, (k + 1) * n), Uint8Array.from(b.masks.subarray(k * n, (k + 1) * n)), L, L);
+  try {
+    if ((o.resolution ?? cfg.eval.resolution) === 'original') return await evaluateOriginal({ forward: (x) => model.forward(x, null) }, items, common);
+    return await evaluateAtLabelSize(model, items, {
+      ...common, labelSize: cfg.data.label_size ?? cfg.data.image_size, batchSize: cfg.data.batch_size, workers: cfg.data.num_workers, prefetch: cfg.data.prefetch,
+      prompts: cfg.data.mode === 'prompted' ? (b) => batchPrompts(b, { box: cfg.data.prompts.box, jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : undefined,
     });
+  } finally {
+    model.module.train();
   }
-  model.module.train();
-  return agg.mean();
 }
 
 export async function train(inp: TrainInputs): Promise<TrainResult> {
@@ -165,7 +169,14 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   }
 
   const trainIt = microBatches(inp.train, cfg, state.step * accum, 'train');
-  const archIt = alternate && inp.arch.length ? microBatches(inp.arch, cfg, state.step, 'arch') : null;
+  // Alternate mode: α steps on batches of its stage's alpha_split ('arch': the held-out arch split;
+  // 'train': a second stream over the training split), one per search step, so a stream's position
+  // is the number of earlier α steps on that split.
+  const alphaStepsBefore = (split: string, step: number): number =>
+    plan.filter((q) => q.stage.optimize_alpha && q.stage.alpha_split === split).reduce((n, q) => n + Math.max(0, Math.min(q.end, step) - q.start), 0);
+  const usesSplit = (split: string): boolean => cfg.schedule.stages.some((st) => st.optimize_alpha && st.alpha_split === split);
+  const archIt = alternate && inp.arch.length && usesSplit('arch') ? microBatches(inp.arch, cfg, alphaStepsBefore('arch', state.step), 'arch') : null;
+  const alphaTrainIt = alternate && usesSplit('train') ? microBatches(inp.train, cfg, alphaStepsBefore('train', state.step), 'alpha-train') : null;
   const t0 = Date.now() - state.seconds * 1000;
   let current: StagePlan | null = null;
 
@@ -195,9 +206,10 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     const searching = p.stage.optimize_alpha && alphaOpt !== null;
     if (cells.length) search.beforeStep(state.step);
 
-    // Alternate (first-order DARTS): α steps on an arch batch with the weights fixed.
-    if (searching && alternate && archIt) {
-      const b = (await archIt.next()).value as Batch;
+    // Alternate (first-order DARTS): α steps on a batch of its split with the weights fixed.
+    const alphaIt = p.stage.alpha_split === 'arch' ? archIt : alphaTrainIt;
+    if (searching && alternate && alphaIt) {
+      const b = (await alphaIt.next()).value as Batch;
       setTrainable(model.module, ['alpha']);
       tidy(() => {
         const { images, masks } = toTensors(b);
@@ -244,8 +256,8 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     let improved = false;
     if (evalNow && inp.val.length) {
       const m = await evaluate(model, inp.val, cfg, cfg.eval.threshold);
-      run.append('events.jsonl', { type: 'eval', step: done, split: 'val', metrics: m });
-      inp.progress.log(`step ${done}: val dice ${m.dice.toFixed(4)} iou ${m.iou.toFixed(4)}`);
+      run.append('events.jsonl', { type: 'eval', step: done, split: cfg.eval.split, metrics: m });
+      inp.progress.log(`step ${done}: ${cfg.eval.split} ${Object.entries(m).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
       if (!state.best || m.dice > state.best.dice) { state.best = { step: done, dice: m.dice }; improved = true; }
     }
     state.seconds = (Date.now() - t0) / 1000;
@@ -278,7 +290,7 @@ function withAux(l: Tensor, layers: InjectedLayer[]): Tensor {
 function promptsFor(b: Batch, cfg: RunConfig, index: number): BatchPrompts | null {
   if (cfg.data.mode !== 'prompted') return null;
   return batchPrompts(b, {
-    jitterFrac: cfg.data.prompts.box_jitter, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg,
+    box: cfg.data.prompts.box, jitterFrac: cfg.data.prompts.box_jitter, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg,
     seed: hashSeed(cfg.train.seed, 'prompts', index),
   });
 }

@@ -2,7 +2,8 @@
 // compare.json and compare.md in out_dir.
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { formatCompareMarkdown, planCompare, runCompare } from '../../compare/compare.js';
+import { formatCompareMarkdown, planCompare, runCompare, type ComparePlan } from '../../compare/compare.js';
+import { checkRun, formatRunCheck } from '../../train/check.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -35,9 +36,14 @@ export function registerCompare(program: Command): void {
     .requiredOption('-c, --config <compare.yaml>', 'compare file: base (path relative to the compare file, or inline), methods, seeds, out_dir')
     .option('--set <key=value>', 'override a run-config value in every run, after each method\'s set (repeatable); train.seed, train.out_dir and method.name are compare\'s', collect, [])
     .option('--json', 'print {"runs":[...],"methods":[...]} on stdout and nothing else (all progress on stderr)')
+    .option('--dry-run', 'validate and resolve everything (every run config, file paths, checkpoint header, data listing, run folders), print the plan, each method\'s resolved config and parameter table, and exit')
     .addHelpText('after', EXAMPLE)
-    .action(async (o: { config: string; set: string[]; json?: boolean }) => {
+    .action(async (o: { config: string; set: string[]; json?: boolean; dryRun?: boolean }) => {
       const plan = planCompare(o.config, o.set);
+      if (o.dryRun) {
+        process.stdout.write(formatCompareDryRun(plan));
+        return;
+      }
       const r = await runCompare(plan);
       if (o.json) {
         process.stdout.write(JSON.stringify({ runs: r.runs, methods: r.methods }) + '\n');
@@ -46,4 +52,33 @@ export function registerCompare(program: Command): void {
       process.stdout.write(formatCompareMarkdown(r));
       console.error(`results: ${path.join(plan.outDir, 'compare.md')}, ${path.join(plan.outDir, 'compare.json')}`);
     });
+}
+
+/** compare --dry-run: the plan, then per method (its first seed) the run check; the first method's config in full, the others' differences. */
+export function formatCompareDryRun(plan: ComparePlan): string {
+  const out: string[] = [`# compare plan: ${plan.file}`, `${plan.runs.length} run(s) into ${plan.outDir}`];
+  for (const r of plan.runs) out.push(`  ${r.method.padEnd(16)} seed ${String(r.seed).padEnd(4)} ${r.state.padEnd(9)} ${r.runDir}`);
+  for (const w of plan.warnings) out.push(`note: ${w}`);
+  const first = new Map<string, (typeof plan.runs)[number]>();
+  for (const r of plan.runs) if (!first.has(r.method)) first.set(r.method, r);
+  const flat = (o: unknown, at = '', acc = new Map<string, string>()): Map<string, string> => {
+    if (o !== null && typeof o === 'object' && !Array.isArray(o)) for (const [k, v] of Object.entries(o)) flat(v, at ? `${at}.${k}` : k, acc);
+    else acc.set(at, JSON.stringify(o));
+    return acc;
+  };
+  let base: Map<string, string> | null = null;
+  for (const [name, r] of first) {
+    const c = checkRun(r.cfg, { runDir: r.runDir });
+    out.push('', `## ${name} (preset ${r.preset}; seed ${r.seed} shown)`);
+    const mine = flat(JSON.parse(JSON.stringify(r.cfg)));
+    if (!base) {
+      base = mine;
+      out.push(formatRunCheck(c));
+    } else {
+      const diff = [...new Set([...mine.keys(), ...base.keys()])].filter((k) => mine.get(k) !== base!.get(k) && k !== 'train.out_dir')
+        .map((k) => `  ${k}: ${base!.get(k) ?? '(absent)'} → ${mine.get(k) ?? '(absent)'}`);
+      out.push(`# resolved config: as ${[...first.keys()][0]}'s, except${diff.length ? '' : ' nothing'}`, ...diff, '', formatRunCheck(c, { config: false }));
+    }
+  }
+  return out.join('\n') + '\n';
 }

@@ -1,6 +1,7 @@
-// `naslora eval`: metrics of a (base + adapter) model on a data split, at original resolution.
+// `naslora eval`: metrics of a (base + adapter) model on a data split, at original resolution
+// (default) or at a label size, as training scores its splits (eval.resolution: label).
 import type { Command } from 'commander';
-import { evaluateOriginal, writeEvalReport } from '../../eval/evaluate.js';
+import { evaluateAtLabelSize, evaluateOriginal, RESOLUTIONS, writeEvalReport, type Resolution } from '../../eval/evaluate.js';
 import { segmentLogits } from '../../model/sam/segment.js';
 import { loadDataset, type SplitName } from '../../train/data/dataset.js';
 import { loadCliModel } from './model_io.js';
@@ -8,7 +9,7 @@ import { loadCliModel } from './model_io.js';
 export function registerEval(program: Command): void {
   program
     .command('eval')
-    .description('evaluate SAM (+ adapter) on a data split: summary.json and per_image.csv (Dice, IoU, S-measure, E-measure, weighted F, MAE, BER)')
+    .description('evaluate SAM (+ adapter) on a data split at original resolution or a label size: summary.json (with the resolution used) and per_image.csv (Dice, IoU, S-measure, E-measure, weighted F, MAE, BER)')
     .requiredOption('--checkpoint <file>', 'base SAM checkpoint (.pth or .safetensors)')
     .option('--model-config <json>', 'SAM config (for values the checkpoint shapes cannot tell)')
     .option('--adapter <dir>', 'adapter folder (adapter_config.json + adapter.safetensors)')
@@ -18,9 +19,22 @@ export function registerEval(program: Command): void {
     .option('--image-size <n>', 'model input size (default: the checkpoint\'s)')
     .option('--resize <mode>', 'squash | longest-pad', 'squash')
     .option('--threshold <n>', 'mask threshold (gray > n)', '127')
+    .option('--resolution <r>', 'original: each image at its own size; label: masks and predictions at --label-size, as `train` scores (eval.resolution)', 'original')
+    .option('--label-size <n>', 'with --resolution label: the label size (default: the model input size, as data.label_size null)')
+    .option('--batch-size <n>', 'with --resolution label: images per forward pass', '4')
     .requiredOption('-o, --out <dir>', 'output folder')
-    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize: 'squash' | 'longest-pad'; threshold: string; out: string }) => {
+    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize: 'squash' | 'longest-pad'; threshold: string; resolution: string; labelSize?: string; batchSize: string; out: string }) => {
       if (!['train', 'val', 'test', 'all'].includes(o.split)) throw new Error(`--split must be train, val, test or all, not '${o.split}'`);
+      if (!RESOLUTIONS.includes(o.resolution as Resolution)) throw new Error(`--resolution must be ${RESOLUTIONS.join(' or ')}, not '${o.resolution}'`);
+      const posInt = (v: string | undefined, name: string): number | undefined => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${v}'`);
+        return n;
+      };
+      if (o.labelSize !== undefined && o.resolution !== 'label') throw new Error('--label-size needs --resolution label');
+      const labelSizeOpt = posInt(o.labelSize, '--label-size');
+      const batchSize = posInt(o.batchSize, '--batch-size')!;
       const { splits } = loadDataset(o.data, { seed: Number(o.seed) });
       const items = o.split === 'all' ? [...splits.train, ...splits.arch, ...splits.val, ...splits.test] : splits[o.split as SplitName];
       if (!items.length) throw new Error(`split '${o.split}' of ${o.data} is empty`);
@@ -28,14 +42,21 @@ export function registerEval(program: Command): void {
       try {
         m.loaded.model.eval();
         const S = m.loaded.config.img_size;
-        const r = await evaluateOriginal({ forward: (x) => segmentLogits(m.loaded.model, x) }, items, {
+        const model = { forward: (x: Parameters<typeof segmentLogits>[1]) => segmentLogits(m.loaded.model, x) };
+        const common = {
           imageSize: S, resize: o.resize, threshold: Number(o.threshold),
-          onImage: (i, n) => { if (i % 10 === 0 || i === n) process.stderr.write(`\reval ${i}/${n}`); },
-        });
+          onImage: (i: number, n: number) => { if (i % 10 === 0 || i === n) process.stderr.write(`\reval ${i}/${n}`); },
+        };
+        const labelSize = labelSizeOpt ?? S;
+        const r = o.resolution === 'label'
+          ? await evaluateAtLabelSize(model, items, { ...common, labelSize, batchSize })
+          : await evaluateOriginal(model, items, common);
         process.stderr.write('\n');
-        writeEvalReport(o.out, r, { checkpoint: o.checkpoint, adapter: o.adapter ?? null, method: m.adapter?.method.name ?? 'none', split: o.split, images: items.length });
+        const resolution = o.resolution === 'label' ? { resolution: 'label', label_size: labelSize } : { resolution: 'original' };
+        writeEvalReport(o.out, r, { checkpoint: o.checkpoint, adapter: m.adapterDir, method: m.adapter?.method.name ?? 'none', split: o.split, images: items.length, ...resolution });
         const s = r.summary;
-        console.log(`${items.length} images (${o.split}): Dice ${s.dice.toFixed(4)}  IoU ${s.iou.toFixed(4)}  S ${s.sMeasure.toFixed(4)}  E ${s.meanEMeasure.toFixed(4)}  wF ${s.weightedF.toFixed(4)}  MAE ${s.mae.toFixed(4)}  BER ${s.ber.toFixed(4)}`);
+        const at = o.resolution === 'label' ? `at label size ${labelSize}` : 'at original resolution';
+        console.log(`${items.length} images (${o.split}, ${at}): Dice ${s.dice.toFixed(4)}  IoU ${s.iou.toFixed(4)}  S ${s.sMeasure.toFixed(4)}  E ${s.meanEMeasure.toFixed(4)}  wF ${s.weightedF.toFixed(4)}  MAE ${s.mae.toFixed(4)}  BER ${s.ber.toFixed(4)}`);
         console.log(`wrote ${o.out}/summary.json and ${o.out}/per_image.csv`);
       } finally {
         m.loaded.model.dispose();

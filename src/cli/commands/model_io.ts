@@ -1,10 +1,11 @@
 // Shared by the commands that load a SAM checkpoint (and optionally an adapter) from the CLI.
 import * as fs from 'node:fs';
-import { findAdapters, loadAdapter, sha256File, type AdapterFileConfig, type InjectedLayer } from '../../adapters/index.js';
+import * as path from 'node:path';
+import { ADAPTER_FILE, findAdapters, loadAdapter, sha256File, type AdapterFileConfig, type InjectedLayer } from '../../adapters/index.js';
 import { loadSamFile, type LoadedSam } from '../../model/sam/build.js';
 import type { SamConfig } from '../../model/sam/sam.js';
 
-export interface CliModel { loaded: LoadedSam; adapter: AdapterFileConfig | null; layers: InjectedLayer[] }
+export interface CliModel { loaded: LoadedSam; adapter: AdapterFileConfig | null; layers: InjectedLayer[]; /** The adapter folder used (see resolveAdapterDir). */ adapterDir: string | null }
 
 /** A config object or a fixture-style file with a `config` field. */
 export function readModelConfig(file: string | undefined): Partial<SamConfig> | undefined {
@@ -16,13 +17,26 @@ export function readModelConfig(file: string | undefined): Partial<SamConfig> | 
   return o.config ?? o;
 }
 
+/**
+ * An adapter folder as given, except that `<run>/checkpoints/best` of a run that never evaluated
+ * periodically (no val split, so no best) falls back to `<run>/checkpoints/last`, with a note.
+ */
+export function resolveAdapterDir(dir: string, note: (msg: string) => void = (m) => console.error(m)): string {
+  if (fs.existsSync(dir) || path.basename(path.resolve(dir)) !== 'best') return dir;
+  const last = path.join(path.dirname(dir), 'last');
+  if (!fs.existsSync(path.join(last, ADAPTER_FILE))) return dir;
+  note(`note: ${dir} does not exist (the run had no split to evaluate on during training, so no best checkpoint was picked); using ${last}, the end of training`);
+  return last;
+}
+
 export function loadCliModel(o: { checkpoint: string; modelConfig?: string; adapter?: string; imageSize?: number }): CliModel {
   if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
   const loaded = loadSamFile(o.checkpoint, { config: readModelConfig(o.modelConfig), imgSize: o.imageSize });
-  if (!o.adapter) return { loaded, adapter: null, layers: [] };
+  if (!o.adapter) return { loaded, adapter: null, layers: [], adapterDir: null };
   try {
-    const { config, layers } = loadAdapter(o.adapter, loaded.model, { baseSha256: sha256File(o.checkpoint) });
-    return { loaded, adapter: config, layers };
+    const adapterDir = resolveAdapterDir(o.adapter);
+    const { config, layers } = loadAdapter(adapterDir, loaded.model, { baseSha256: sha256File(o.checkpoint) });
+    return { loaded, adapter: config, layers, adapterDir };
   } catch (e) {
     loaded.model.dispose();
     throw e;

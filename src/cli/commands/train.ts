@@ -2,8 +2,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../train/config.js';
 import { runTraining } from '../../train/run.js';
-import { pretrain } from '../../train/pretrain.js';
+import { pretrain, pretrainConfig } from '../../train/pretrain.js';
 import { runDemo } from '../../train/demo.js';
+import { checkRun, formatRunCheck } from '../../train/check.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -14,12 +15,18 @@ export function registerTrain(program: Command): void {
     .requiredOption('-c, --config <file|preset>', 'YAML run config, or a preset: nas-lora, nas-pc-lora, lora, conv-lora, decoder-only')
     .option('--set <key=value>', 'override a config value (repeatable), e.g. --set data.dir=data/kvasir --set train.epochs=5', collect, [])
     .option('--resume', 'continue the run in train.out_dir from checkpoints/last')
-    .action(async (o: { config: string; set: string[]; resume?: boolean }) => {
+    .option('--dry-run', 'resolve the config (presets, overrides, file paths), read the checkpoint header and list the data, print the resolved config and the parameter table, and exit')
+    .action(async (o: { config: string; set: string[]; resume?: boolean; dryRun?: boolean }) => {
       const cfg = loadConfig(o.config, o.set);
+      if (o.dryRun) {
+        console.log(formatRunCheck(checkRun(cfg)));
+        return;
+      }
       const r = await runTraining(cfg, { resume: o.resume });
       console.error(`done: ${r.steps} steps in ${r.seconds.toFixed(1)} s; run folder ${r.runDir}`);
-      if (r.best) console.error(`best val Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
-      if (r.test) console.error(`test: Dice ${r.test.dice.toFixed(4)}, IoU ${r.test.iou.toFixed(4)} on ${r.test.count} images (metrics.json)`);
+      if (r.best) console.error(`best ${cfg.eval.split} Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
+      else console.error(`no ${cfg.eval.split} split, so no checkpoints/best: use checkpoints/last`);
+      if (r.test) console.error(`test (${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}): Dice ${r.test.dice.toFixed(4)}${r.test.iou === undefined ? '' : `, IoU ${r.test.iou.toFixed(4)}`} on ${r.test.count} images (metrics.json)`);
     });
 
   program
@@ -27,10 +34,18 @@ export function registerTrain(program: Command): void {
     .description('train a small SAM from scratch (every part), e.g. where no SAM checkpoint can be downloaded')
     .requiredOption('-c, --config <file|preset>', 'YAML run config or preset (model.config names the SAM configuration)')
     .option('--set <key=value>', 'override a config value (repeatable)', collect, [])
-    .action(async (o: { config: string; set: string[] }) => {
+    .option('--dry-run', 'resolve the config, list the data, print the resolved pretraining config and the parameter table, and exit')
+    .action(async (o: { config: string; set: string[]; dryRun?: boolean }) => {
       const cfg = loadConfig(o.config, o.set);
+      if (o.dryRun) {
+        console.log(formatRunCheck(checkRun(pretrainConfig(cfg))));
+        return;
+      }
       const r = await pretrain(cfg);
-      console.error(`pretrained in ${r.seconds.toFixed(1)} s: ${r.checkpoint}`);
+      console.error(`pretrained in ${r.seconds.toFixed(1)} s: ${r.checkpoint} (with its SAM configuration; also model_config.json)`);
+      if (r.test) console.error(`test: Dice ${r.test.dice.toFixed(4)} on ${r.test.count} images (metrics.json)`);
+      else if (r.final) console.error(`val: Dice ${r.final.dice.toFixed(4)} (metrics.json)`);
+      if (r.trainScore) console.error(`train (not held out, no val or test split): Dice ${r.trainScore.dice.toFixed(4)} on ${r.trainScore.count} images (metrics.json train)`);
     });
 
   program

@@ -104,7 +104,18 @@ export function binarize(gray: Uint8Array, threshold = DEFAULT_THRESHOLD): Uint8
   return m;
 }
 
+/**
+ * What the data pipeline did since the last reset (tests and benchmarks read it): files decoded
+ * (data.cache decodes each sample once), the most samples loading at once (data.num_workers), the most
+ * batches loading at once (data.prefetch + 1).
+ */
+export const loaderStats = { decodes: 0, maxActiveLoads: 0, maxBatchesInFlight: 0 };
+export function resetLoaderStats(): void {
+  Object.assign(loaderStats, { decodes: 0, maxActiveLoads: 0, maxBatchesInFlight: 0 });
+}
+
 export async function decodeSample(s: Sample, threshold = DEFAULT_THRESHOLD): Promise<DecodedSample> {
+  loaderStats.decodes++;
   const [img, gray] = await Promise.all([decodeRgb(s.imagePath), decodeGray(s.maskPath)]);
   if (img.width !== gray.width || img.height !== gray.height)
     throw new Error(`${s.id}: image ${img.width}x${img.height} but mask ${gray.width}x${gray.height} (${s.maskPath})`);
@@ -262,6 +273,7 @@ function limiter(n: number): <T>(f: () => Promise<T>) => Promise<T> {
   return async <T>(f: () => Promise<T>): Promise<T> => {
     if (active >= n) await new Promise<void>((r) => waiting.push(r));
     active++;
+    loaderStats.maxActiveLoads = Math.max(loaderStats.maxActiveLoads, active);
     try {
       return await f();
     } finally {
@@ -313,6 +325,7 @@ export async function* iterateBatches(items: readonly SampleSource[], opts: Batc
       const p = loadBatch(next++);
       p.catch(() => undefined); // rejections surface when the batch is awaited, not as unhandled ones
       pending.push(p);
+      loaderStats.maxBatchesInFlight = Math.max(loaderStats.maxBatchesInFlight, pending.length);
     }
   };
   fill();
@@ -387,8 +400,8 @@ export function pointsFromMask(mask: MaskView, nPos: number, nNeg: number, rng: 
 }
 
 export interface BatchPrompts {
-  /** B×4 boxes in model-input pixels (S); an empty mask gets the whole image. */
-  boxes: Float32Array;
+  /** B×4 boxes in model-input pixels (S); an empty mask gets the whole image. null: no boxes (box: false). */
+  boxes: Float32Array | null;
   /** B×n×2 points in model-input pixels. */
   pointCoords: Float32Array;
   /** B×n */
@@ -398,17 +411,17 @@ export interface BatchPrompts {
 /** Boxes and points for every mask of a batch, scaled from label to input coordinates. */
 export function batchPrompts(
   batch: Pick<Batch, 'masks' | 'ids' | 'batchSize' | 'imageSize' | 'labelSize' | 'epoch'>,
-  o: { jitterFrac: number; nPos: number; nNeg: number; seed: number },
+  o: { box?: boolean; jitterFrac: number; nPos: number; nNeg: number; seed: number },
 ): BatchPrompts {
   const { batchSize: B, labelSize: L, imageSize: S } = batch;
   const n = o.nPos + o.nNeg;
   const k = S / L;
-  const out: BatchPrompts = { boxes: new Float32Array(B * 4), pointCoords: new Float32Array(B * n * 2), pointLabels: new Int32Array(B * n) };
+  const boxes = o.box === false ? null : new Float32Array(B * 4);
+  const out: BatchPrompts = { boxes, pointCoords: new Float32Array(B * n * 2), pointLabels: new Int32Array(B * n) };
   for (let b = 0; b < B; b++) {
     const rng = mulberry32(hashSeed(o.seed, batch.epoch, batch.ids[b]!, 'prompt'));
     const view: MaskView = { data: batch.masks.subarray(b * L * L, (b + 1) * L * L), width: L, height: L };
-    const box = boxFromMask(view, o.jitterFrac, rng) ?? [0, 0, L - 1, L - 1];
-    out.boxes.set(box.map((v) => v * k), b * 4);
+    if (boxes) boxes.set((boxFromMask(view, o.jitterFrac, rng) ?? [0, 0, L - 1, L - 1]).map((v) => v * k), b * 4);
     const pts = pointsFromMask(view, o.nPos, o.nNeg, rng);
     out.pointCoords.set(pts.coords.map((v) => v * k), b * n * 2);
     out.pointLabels.set(pts.labels, b * n);
