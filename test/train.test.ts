@@ -117,8 +117,9 @@ test('prompted mode: boxes and points drawn from the ground truth train the mode
   const { dir, csv, modelConfig } = setup(16);
   try {
     const cfg = config(csv, modelConfig, path.join(dir, 'prompted'), 4, (r) => {
-      r.method = { ...r.method!, name: 'lora' };
-      r.schedule = { ...r.schedule!, stages: [{ name: 'train', share: 1, train: ['lora', 'decoder'] }] };
+      // From the nas-lora preset to lora: the NAS-only settings go back to the lora preset's.
+      r.method = { ...r.method!, name: 'lora', ops_init: 'default' };
+      r.schedule = { ...r.schedule!, stages: [{ name: 'train', share: 1, train: ['lora', 'decoder'] }], search: PRESETS.lora().schedule.search };
       r.data = { ...r.data!, mode: 'prompted', prompts: { box: true, box_jitter: 0.1, n_pos: 1, n_neg: 1 } };
     });
     const r = await runTraining(cfg, { progress: silentProgress });
