@@ -11,7 +11,9 @@ import { parseConfig, PRESETS, configToYaml, type RunConfig } from '../src/train
 import { buildModel, loadSplits, runTraining } from '../src/train/run.js';
 import { evaluate } from '../src/train/trainer.js';
 import { silentProgress } from '../src/train/progress.js';
-import { memory } from '../src/engine/index.js';
+import { memory, randn } from '../src/engine/index.js';
+
+const ROOT_FOR_SEED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, '../..');
@@ -126,6 +128,30 @@ test('prompted mode: boxes and points drawn from the ground truth train the mode
     assert.equal(r.losses.length, 4);
     assert.ok(r.losses.every(Number.isFinite));
     assert.ok(r.final && Number.isFinite(r.final.dice));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('adapter initial values come from train.seed, not from what the process drew before (compare runs one run after another)', () => {
+  const { dir, csv } = setup(8);
+  try {
+    const sam = path.resolve(ROOT_FOR_SEED, '../shared/fixtures/cvc-small-sam');
+    const cfgFor = (seed: number) => config(csv, path.join(sam, 'model_config.json'), path.join(dir, 'x'), 4, (r) => {
+      r.model = { config: path.join(sam, 'model_config.json'), checkpoint: path.join(sam, 'sam.safetensors'), pretrained: 'sam' };
+      r.train = { ...r.train!, seed };
+    });
+    const adapterValues = (seed: number, drawBefore: number): number[] => {
+      randn([drawBefore]).dispose();  // an earlier run's draws
+      const b = buildModel(cfgFor(seed), () => undefined);
+      try {
+        return b.sam.namedParameters().filter(([n]) => /lora_A|cell\.ops/.test(n)).flatMap(([, p]) => [...p.toArray()].slice(0, 5));
+      } finally {
+        b.sam.dispose();
+      }
+    };
+    assert.deepEqual(adapterValues(0, 10), adapterValues(0, 1000));
+    assert.notDeepEqual(adapterValues(0, 10), adapterValues(1, 10));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -327,7 +327,8 @@ function base(name: MethodName): RunConfigInput {
     schedule: {
       stages: nas ? [stage('warmup', 0.2), stage('search', 0.4, true), stage('fix', 0.4, false, true)] : [stage('train', 1)],
       alpha_optim: { lr: 3e-3, betas: [0.5, 0.999], weight_decay: 1e-3, mode: 'joint', travel: nas ? 20 : null },
-      search: nas ? { ...SEARCH_DEFAULTS, fold_fix: true } : { ...SEARCH_DEFAULTS },
+      // Chosen by `naslora compare` on Kvasir-SEG and PH2 (README, "Does NAS-LoRA earn its place?").
+      search: nas ? { ...SEARCH_DEFAULTS, shrink: [{ at: 0.5, keep: 3 }], fold_fix: true } : { ...SEARCH_DEFAULTS },
     },
     train: { epochs: 20, steps: null, seed: 0, eval_every: 1, log_every: 10, out_dir: `runs/${name}` },
     eval: { metrics: [...METRICS], split: 'val', threshold: 0.5, resolution: 'label' },

@@ -8,7 +8,7 @@ import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/s
 import { loadSamFile } from '../model/sam/build.js';
 import { segmentLogits } from '../model/sam/segment.js';
 import { effectiveArchFrac, type RunConfig } from './config.js';
-import { loadDataset, makeSplits } from './data/dataset.js';
+import { hashSeed, loadDataset, makeSplits } from './data/dataset.js';
 import type { SampleSource } from './data/loader.js';
 import { makeSyntheticDomain } from './data/synthetic.js';
 import { evaluateReport, train, type SegModel, type TrainResult } from './trainer.js';
@@ -70,6 +70,9 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
     config = { ...resolveSamConfig(cfg.model.config), img_size: cfg.data.image_size };
     sam = Sam.fromConfig(config);
   }
+  // The adapters' initial values (A, NAS ops, Conv-LoRA experts) come from train.seed, not from
+  // whatever the process drew before (an earlier run of a compare, a loaded checkpoint).
+  manualSeed(hashSeed(cfg.train.seed, 'adapters'));
   const layers = injectAdapters(sam, cfg.method as AdapterConfig);
   const seg: SegModel = { module: sam, forward: (images, prompts) => segmentLogits(sam, images, prompts) };
   return { sam, seg, layers, baseSha256, config };
