@@ -45,7 +45,7 @@ interface Probe { scenario: Scenario; before?: string[]; change: string[] }
 
 const ALT = ['schedule.alpha_optim.mode=alternate'];
 const PROMPTED = ['data.mode=prompted'];
-const EARLY = ['method.ops=[skip, conv_3x3]', 'schedule.alpha_optim.travel=60', 'schedule.search.early_discretize={entropy: 0.99, patience: 1}'];
+const EARLY = ['method.ops=[skip, conv_3x3]', 'schedule.search.shrink=[]', 'schedule.alpha_optim.travel=60', 'schedule.search.early_discretize={entropy: 0.99, patience: 1}'];
 const SHRINK = ['schedule.search.shrink=[{at: 0.5, keep: 4}]'];
 
 const PROBES: Record<string, Probe> = {
@@ -82,7 +82,7 @@ const PROBES: Record<string, Probe> = {
   'method.dropout': { scenario: 'nas', change: ['method.dropout=0.3'] },
   'method.targets': { scenario: 'nas', change: ['method.targets=^image_encoder\\.blocks\\.0\\.attn\\.qkv$'] },
   'method.qv_only': { scenario: 'nas', change: ['method.qv_only=true'] },
-  'method.ops': { scenario: 'nas', change: ['method.ops=[skip, conv_3x3, max_pool_3x3]'] },
+  'method.ops': { scenario: 'nas', change: ['method.ops=[skip, conv_3x3, conv_5x5, max_pool_3x3]'] },
   'method.alpha_init': { scenario: 'nas', change: ['method.alpha_init=2'] },
   'method.ops_init': { scenario: 'nas', change: ['method.ops_init=default'] },
   'method.pc_k': { scenario: 'pc', change: ['method.pc_k=4'] },
@@ -119,7 +119,7 @@ const PROBES: Record<string, Probe> = {
   'schedule.search.early_discretize.entropy': { scenario: 'nas', before: EARLY, change: ['schedule.search.early_discretize.entropy=0'] },
   'schedule.search.early_discretize.patience': { scenario: 'nas', before: EARLY, change: ['schedule.search.early_discretize.patience=5'] },
   'schedule.search.warn_margin': { scenario: 'nas', change: ['schedule.search.warn_margin=1'] },
-  'schedule.search.tie_margin': { scenario: 'nas', change: ['schedule.search.tie_margin=0'] },
+  'schedule.search.tie_margin': { scenario: 'nas', before: ['schedule.alpha_optim.travel=null', 'schedule.search.shrink=[]'], change: ['schedule.search.tie_margin=0'] },
   'schedule.search.fold_fix': { scenario: 'nas', change: ['schedule.search.fold_fix=false'] },
   'train.epochs': { scenario: 'nas', change: ['train.steps=null', 'train.epochs=1'] },
   'train.steps': { scenario: 'nas', change: ['train.steps=4'] },

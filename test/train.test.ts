@@ -12,6 +12,7 @@ import { buildModel, loadSplits, runTraining } from '../src/train/run.js';
 import { evaluate } from '../src/train/trainer.js';
 import { silentProgress } from '../src/train/progress.js';
 import { memory, randn } from '../src/engine/index.js';
+import { cachedPlacements } from '../src/adapters/index.js';
 
 const ROOT_FOR_SEED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -56,7 +57,9 @@ test('a short NAS-LoRA run on Kvasir-SEG lowers the loss and raises validation D
     const b = buildModel(cfg, () => undefined);
     const before = await evaluate(b.seg, splits.val, cfg, 0.5);
     b.sam.dispose();
-    const live0 = memory().liveTensors;
+    // The placement cache of the fused search kernels may gain an entry (a shrunk cell fuses fewer
+    // ops, so a smaller kernel size): a bounded cache, not a leak.
+    const live0 = memory().liveTensors - cachedPlacements();
     const r = await runTraining(cfg, { progress: silentProgress });
     const first = r.losses.slice(0, 10).reduce((a, x) => a + x, 0) / 10;
     const last = r.losses.slice(-10).reduce((a, x) => a + x, 0) / 10;
@@ -69,7 +72,7 @@ test('a short NAS-LoRA run on Kvasir-SEG lowers the loss and raises validation D
     for (const f of ['config.resolved.json', 'events.jsonl', 'metrics.json', 'checkpoints/last/adapter.safetensors', 'checkpoints/best/trainer_state.json']) {
       assert.ok(fs.existsSync(path.join(dir, 'run', f)), `${f} missing`);
     }
-    assert.equal(memory().liveTensors, live0, 'the run left tensors alive');
+    assert.equal(memory().liveTensors - cachedPlacements(), live0, 'the run left tensors alive');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

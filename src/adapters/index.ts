@@ -13,7 +13,7 @@ export * from './inject.js';
 export { LoraLayer } from './lora/layer.js';
 export { NasLoraLayer, NasBranch } from './nas_lora/layer.js';
 export { MixedCell } from './nas_lora/cell.js';
-export { OPS, DEFAULT_OPS, registerOp, type CandidateOp } from './nas_lora/ops.js';
+export { OPS, DEFAULT_OPS, registerOp, cachedPlacements, type CandidateOp } from './nas_lora/ops.js';
 export { ConvLoraLayer, ConvLoraBranch } from './conv_lora/layer.js';
 export { ScaleMoE, ScaleExpert } from './conv_lora/moe.js';
 export * from './io.js';

@@ -258,7 +258,7 @@ function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
     if (c.method.ops_init !== 'default') bad(['method', 'ops_init'], `method '${c.method.name}' has no NAS ops to initialise`);
   }
   se.shrink.forEach((r, i) => {
-    if (r.keep >= c.method.ops.length) bad(['schedule', 'search', 'shrink', i, 'keep'], `keeps ${r.keep} of ${c.method.ops.length} ops: nothing to drop`);
+    if (r.keep >= c.method.ops.length) bad(['schedule', 'search', 'shrink', i, 'keep'], `keeps ${r.keep} of ${c.method.ops.length} ops: nothing to drop (with ${c.method.ops.length} ops or fewer, set schedule.search.shrink=[])`);
     if (i > 0 && !(r.at > se.shrink[i - 1].at && r.keep < se.shrink[i - 1].keep)) bad(['schedule', 'search', 'shrink', i], 'shrink points must come later and keep fewer ops than the one before');
   });
   if (nas && (se.shrink.length || se.early_discretize) && !c.schedule.stages.some((s) => s.optimize_alpha))

@@ -52,6 +52,9 @@ function placement(k: number, dilation: number, size: number): Tensor {
   return p;
 }
 
+/** Tensors held by the placement cache (at most one per kernel/dilation/size combination in use). */
+export function cachedPlacements(): number { return placements.size; }
+
 /** Places a (o, i, k, k) kernel dilated by d, centred, into a (o, i, size, size) zero kernel. */
 export function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
   const [o, i, k] = w.shape;
