@@ -95,7 +95,7 @@ const GRID_SETUP: Record<Grid, GridSetup> = {
 
 // Step variants timed by stepChild: 'search_gumbel' = a Gumbel-sampled search step (one op per cell),
 // 'fix_folded' = the fix stage with cells discretized to skip and folded into lora_B (what the
-// preset's fold_fix does for per-token ops). Add a StepSpec to STEP_CASES / LARGE_CASES for a new one
+// preset's fold_fix does for per-token ops). Add an entry to CASES for a new one
 // (and a PyTorch twin only if bench/torch_train.py learns the same variant).
 type Variant = 'train' | 'warmup' | 'search' | 'search_gumbel' | 'fix' | 'fix_folded';
 interface StepSpec { mode: 'step'; name: string; method: MethodName; variant: Variant; grid: Grid }
@@ -105,27 +105,20 @@ type ChildSpec = StepSpec | ScheduleSpec;
 interface StepResult { ms: number; maxRssMb: number; enginePeakMb: number; trainable: number }
 interface ScheduleResult { totalMs: number; steps: number; stageMs: Record<string, number>; stageSteps: Record<string, number>; derived: string | null; finalDice: number | null }
 
-const STEP_CASES: StepSpec[] = [
-  { mode: 'step', name: 'step_decoder-only', method: 'decoder-only', variant: 'train', grid: 'small' },
-  { mode: 'step', name: 'step_lora', method: 'lora', variant: 'train', grid: 'small' },
-  { mode: 'step', name: 'step_conv-lora', method: 'conv-lora', variant: 'train', grid: 'small' },
-  { mode: 'step', name: 'step_nas-lora_warmup', method: 'nas-lora', variant: 'warmup', grid: 'small' },
-  { mode: 'step', name: 'step_nas-lora_search', method: 'nas-lora', variant: 'search', grid: 'small' },
-  { mode: 'step', name: `step_nas-lora_fix_${FIX_OP}`, method: 'nas-lora', variant: 'fix', grid: 'small' },
-  { mode: 'step', name: 'step_nas-lora_search_gumbel', method: 'nas-lora', variant: 'search_gumbel', grid: 'small' },
-  { mode: 'step', name: 'step_nas-lora_fix_skip_folded', method: 'nas-lora', variant: 'fix_folded', grid: 'small' },
-  { mode: 'step', name: 'step_nas-pc-lora_search', method: 'nas-pc-lora', variant: 'search', grid: 'small' },
+/** Step cases: method, variant and row suffix; the small grid has them all, the large grid all but NAS-PC-LoRA. */
+const CASES: Array<{ method: MethodName; variant: Variant; suffix: string; largeToo: boolean }> = [
+  { method: 'decoder-only', variant: 'train', suffix: 'decoder-only', largeToo: true },
+  { method: 'lora', variant: 'train', suffix: 'lora', largeToo: true },
+  { method: 'conv-lora', variant: 'train', suffix: 'conv-lora', largeToo: true },
+  { method: 'nas-lora', variant: 'warmup', suffix: 'nas-lora_warmup', largeToo: true },
+  { method: 'nas-lora', variant: 'search', suffix: 'nas-lora_search', largeToo: true },
+  { method: 'nas-lora', variant: 'fix', suffix: `nas-lora_fix_${FIX_OP}`, largeToo: true },
+  { method: 'nas-lora', variant: 'search_gumbel', suffix: 'nas-lora_search_gumbel', largeToo: true },
+  { method: 'nas-lora', variant: 'fix_folded', suffix: 'nas-lora_fix_skip_folded', largeToo: true },
+  { method: 'nas-pc-lora', variant: 'search', suffix: 'nas-pc-lora_search', largeToo: false },
 ];
-const LARGE_CASES: StepSpec[] = [
-  { mode: 'step', name: 'large_step_decoder-only', method: 'decoder-only', variant: 'train', grid: 'large' },
-  { mode: 'step', name: 'large_step_lora', method: 'lora', variant: 'train', grid: 'large' },
-  { mode: 'step', name: 'large_step_conv-lora', method: 'conv-lora', variant: 'train', grid: 'large' },
-  { mode: 'step', name: 'large_step_nas-lora_warmup', method: 'nas-lora', variant: 'warmup', grid: 'large' },
-  { mode: 'step', name: 'large_step_nas-lora_search', method: 'nas-lora', variant: 'search', grid: 'large' },
-  { mode: 'step', name: `large_step_nas-lora_fix_${FIX_OP}`, method: 'nas-lora', variant: 'fix', grid: 'large' },
-  { mode: 'step', name: 'large_step_nas-lora_search_gumbel', method: 'nas-lora', variant: 'search_gumbel', grid: 'large' },
-  { mode: 'step', name: 'large_step_nas-lora_fix_skip_folded', method: 'nas-lora', variant: 'fix_folded', grid: 'large' },
-];
+const STEP_CASES: StepSpec[] = CASES.map((c) => ({ mode: 'step', name: `step_${c.suffix}`, method: c.method, variant: c.variant, grid: 'small' }));
+const LARGE_CASES: StepSpec[] = CASES.filter((c) => c.largeToo).map((c) => ({ mode: 'step', name: `large_step_${c.suffix}`, method: c.method, variant: c.variant, grid: 'large' }));
 /** Rows with a PyTorch twin. */
 const TORCH_TWINS = new Set(['decoder-only', 'lora', 'conv-lora', 'nas-lora_search', `nas-lora_fix_${FIX_OP}`]
   .flatMap((n) => [`step_${n}`, `large_step_${n}`]));
