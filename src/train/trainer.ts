@@ -6,7 +6,7 @@
 // function of (seed, epoch, position), so a resumed run repeats the uninterrupted run's losses.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, noGrad, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
+import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
 import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import type { ImageMetrics } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';

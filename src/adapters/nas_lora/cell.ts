@@ -53,6 +53,11 @@ export class MixedCell extends Module {
   /** Current mixing weights (softmax of α over the active ops), or one-hot once discretized. */
   weights(): number[] {
     if (this.derived) return this.candidates.map((o) => (o.name === this.derived ? 1 : 0));
+    return this.softmax();
+  }
+
+  /** softmax(α) over the active ops, as numbers. */
+  private softmax(): number[] {
     return noGrad(() => tidy(() => [...this.logits().softmax(0).toArray()]));
   }
 
@@ -214,7 +219,7 @@ export class MixedCell extends Module {
 
   /** softmax(α) over the active ops, whatever the state (discretized cells included): what the search concluded. */
   searchWeights(): Record<string, number> {
-    const w = noGrad(() => tidy(() => [...this.logits().softmax(0).toArray()]));
+    const w = this.softmax();
     return Object.fromEntries(this.candidates.map((o, i) => [o.name, w[i]]));
   }
 
