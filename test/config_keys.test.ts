@@ -20,7 +20,7 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { samConfigMetadata } from '../src/model/sam/build.js';
 import { Sam, type SamConfig } from '../src/model/sam/sam.js';
 import { configLeafKeys, loadConfig } from '../src/train/config.js';
-import { loaderStats, resetLoaderStats } from '../src/train/data/loader.js';
+import { loaderStats, resetLoaderStats } from '../src/data/loader.js';
 import type { Progress } from '../src/train/progress.js';
 import { runTraining } from '../src/train/run.js';
 

@@ -6,13 +6,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { discoverDataset, makeSplits, mulberry32, saveSplits, type DatasetSplits } from '../src/train/data/dataset.js';
-import { validateDataset, formatReport, type IssueCode, type ValidationReport } from '../src/train/data/validate.js';
+import { discoverDataset, makeSplits, mulberry32, saveSplits, type DatasetSplits } from '../src/data/dataset.js';
+import { validateDataset, formatReport, type IssueCode, type ValidationReport } from '../src/data/validate.js';
 import {
   SAM_PIXEL_MEAN, SAM_PIXEL_STD, SampleCache, batchPrompts, boxFromMask, decodeSample, iterateBatches, pointsFromMask,
   prepareSample, validRegion, type Batch, type DecodedSample,
-} from '../src/train/data/loader.js';
-import { makeSyntheticDomain } from '../src/train/data/synthetic.js';
+} from '../src/data/loader.js';
+import { makeSyntheticDomain } from '../src/data/synthetic.js';
 
 // Tests run compiled from dist/test/, so the shared data is three levels up.
 const DATA = fileURLToPath(new URL('../../../shared/data/', import.meta.url));

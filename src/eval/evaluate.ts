@@ -9,7 +9,7 @@ import { F, noGrad, tensor, tidy, type Tensor } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
   decodeSample, iterateBatches, loadSample, validRegion, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource,
-} from '../train/data/loader.js';
+} from '../data/loader.js';
 import { MetricsAggregator, METRIC_NAMES, type ImageMetrics, type MetricRow } from './metrics.js';
 
 export type Resolution = 'original' | 'label';

@@ -8,9 +8,9 @@ import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/s
 import { loadSamFile } from '../model/sam/build.js';
 import { segmentLogits } from '../model/sam/segment.js';
 import { effectiveArchFrac, type RunConfig } from './config.js';
-import { hashSeed, loadDataset, makeSplits } from './data/dataset.js';
-import type { SampleSource } from './data/loader.js';
-import { makeSyntheticDomain } from './data/synthetic.js';
+import { hashSeed, loadDataset, makeSplits } from '../data/dataset.js';
+import type { SampleSource } from '../data/loader.js';
+import { makeSyntheticDomain } from '../data/synthetic.js';
 import { evaluateReport, train, type SegModel, type TrainResult } from './trainer.js';
 import { makeProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';

@@ -11,8 +11,8 @@ import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, 
 import type { ImageMetrics } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
 import { METRIC_FIELDS, type RunConfig, type StageConfig } from './config.js';
-import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from './data/loader.js';
-import { hashSeed } from './data/dataset.js';
+import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from '../data/loader.js';
+import { hashSeed } from '../data/dataset.js';
 import { lossByName } from './losses.js';
 import { learningRate } from './lr.js';
 import { RunDir } from './run_dir.js';

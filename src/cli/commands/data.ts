@@ -2,7 +2,7 @@
 // Exit status 1 when the report has errors (warnings alone exit 0), so it can gate scripts and CI.
 import * as fs from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import { formatReport, validateDataset } from '../../train/data/validate.js';
+import { formatReport, validateDataset } from '../../data/validate.js';
 
 function parseThreshold(v: string): number {
   const n = Number(v);

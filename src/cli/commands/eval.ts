@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { evaluateAtLabelSize, evaluateOriginal, RESOLUTIONS, writeEvalReport, type Resolution } from '../../eval/evaluate.js';
 import { segmentLogits } from '../../model/sam/segment.js';
-import { loadDataset, type SplitName } from '../../train/data/dataset.js';
+import { loadDataset, type SplitName } from '../../data/dataset.js';
 import { loadCliModel } from './model_io.js';
 
 export function registerEval(program: Command): void {

@@ -8,7 +8,7 @@
 // could not pair, so that validation can report it and training can run on the usable pairs.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export interface Sample {
   id: string;
