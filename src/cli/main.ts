@@ -12,6 +12,7 @@ import { registerPredict } from './commands/predict.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerConvert } from './commands/convert.js';
 import { registerCompare } from './commands/compare.js';
+import { registerReport } from './commands/report.js';
 
 const program = new Command()
   .name('naslora')
@@ -24,6 +25,7 @@ registerDoctor(program);
 registerBench(program);
 registerTrain(program);
 registerCompare(program);
+registerReport(program);
 registerEval(program);
 registerExport(program);
 registerData(program);

@@ -23,7 +23,7 @@ import {
   applyOverride, ConfigError, deepMerge, isPresetName, NAS_METHODS, parseConfig, PRESET_NAMES, PRESETS,
   type PresetName, type RunConfig,
 } from '../train/config.js';
-import { buildModel, loadSplits, runTraining, scoringOf, type Scoring } from '../train/run.js';
+import { buildModel, loadSplits, runTraining, scoringOf, writeTestDetails, type Scoring } from '../train/run.js';
 import { evaluateReport } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -441,7 +441,9 @@ async function runZeroShot(r: PlannedRun, log: (m: string) => void): Promise<voi
   const b = buildModel(cfg, log);
   let test: ImageMetrics & { count: number };
   try {
-    test = (await evaluateReport(b.seg, splits.test, cfg)).summary;
+    const rep = await evaluateReport(b.seg, splits.test, cfg);
+    test = rep.summary;
+    await writeTestDetails(r.runDir, b.seg, splits.test, rep.rows, cfg);
   } finally {
     b.sam.dispose();
   }

@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { parseConfig, PRESETS, type RunConfig, type RunConfigInput } from './config.js';
 import { pretrain } from './pretrain.js';
 import { runTraining, loadSplits, buildModel } from './run.js';
-import { evaluate } from './trainer.js';
+import { evaluateReport, saveTestExamples } from './trainer.js';
 import { makeProgress, type Progress } from './progress.js';
 import { mean, sampleSd } from '../eval/stats.js';
 
@@ -69,7 +69,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const cfg = tgt('lora', seed);
     const splits = loadSplits(cfg, 0);
     const b = buildModel({ ...cfg, method: { ...cfg.method, name: 'decoder-only' } }, () => undefined);
-    const m = await evaluate(b.seg, splits.test, cfg, cfg.eval.threshold);
+    const rep = await evaluateReport(b.seg, splits.test, { ...cfg, eval: { ...cfg.eval, resolution: 'label' } });
+    const m = rep.summary;
+    // Its predictions on the same target images every run saves (the report shows them side by side).
+    await saveTestExamples(b.seg, splits.test, rep.rows, cfg, path.join(o.out, 'source_examples'));
     b.sam.dispose();
     rows.push({ method: 'source model (no adaptation)', n: 1, dice: m.dice, dice_sd: 0, iou: m.iou, iou_sd: 0, trainable: 0, adapter: 0, seconds: 0 });
   }

@@ -11,10 +11,10 @@ import { effectiveArchFrac, type RunConfig } from './config.js';
 import { hashSeed, loadDataset, makeSplits } from '../data/dataset.js';
 import type { SampleSource } from '../data/loader.js';
 import { makeSyntheticDomain } from '../data/synthetic.js';
-import { evaluateReport, train, type SegModel, type TrainResult } from './trainer.js';
+import { evaluateReport, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
 import { makeProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import type { ImageMetrics } from '../eval/metrics.js';
+import type { ImageMetrics, MetricRow } from '../eval/metrics.js';
 
 export interface Splits { train: SampleSource[]; val: SampleSource[]; test: SampleSource[]; arch: SampleSource[] }
 
@@ -124,7 +124,9 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
       cfg, model: built.seg, layers: built.layers, train: splits.train, val: periodic, arch: splits.arch,
       runDir, baseSha256: built.baseSha256, progress, resume: o.resume,
     });
-    const test = splits.test.length ? (await evaluateReport(built.seg, splits.test, cfg)).summary : null;
+    const testReport = splits.test.length ? await evaluateReport(built.seg, splits.test, cfg) : null;
+    const test = testReport?.summary ?? null;
+    if (testReport) await writeTestDetails(runDir, built.seg, splits.test, testReport.rows, cfg);
     let trainScore: (ImageMetrics & { count: number }) | null = null;
     if (o.scoreTrainWhenNothingHeldOut && !splits.val.length && !splits.test.length) {
       trainScore = (await evaluateReport(built.seg, splits.train, cfg)).summary;
@@ -149,4 +151,17 @@ export function adapterParamCount(model: Module, cfg: RunConfig): number {
   const parts = new Set<Part>(cfg.schedule.stages.flatMap((s) => [...(s.train as Part[]), ...(s.optimize_alpha ? ['alpha' as const] : [])]));
   setTrainable(model, [...parts]);
   return countByPart(model).reduce((s, c) => s + c.trainable, 0);
+}
+
+/**
+ * The test split in detail, for the report: test_per_image.json (each image's metrics, at the
+ * resolution of metrics.json's test scores) and examples/ (a few images with their prediction at
+ * original resolution).
+ */
+export async function writeTestDetails(runDir: string, model: SegModel, items: SampleSource[], rows: MetricRow[], cfg: RunConfig): Promise<void> {
+  const scoring = scoringOf(cfg);
+  writeFileAtomic(path.join(runDir, 'test_per_image.json'), JSON.stringify({
+    split: 'test', resolution: scoring.test_resolution, label_size: scoring.label_size, rows: rows.map(({ name, ...m }) => ({ id: name, ...m })),
+  }) + '\n');
+  await saveTestExamples(model, items, rows, cfg, path.join(runDir, 'examples'));
 }

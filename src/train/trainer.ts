@@ -8,8 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
 import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
-import type { ImageMetrics } from '../eval/metrics.js';
+import type { ImageMetrics, MetricRow } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
+import { pickExamples, saveExamples, type ExamplesFile } from '../eval/examples.js';
 import { METRIC_FIELDS, type RunConfig, type StageConfig } from './config.js';
 import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from '../data/loader.js';
 import { hashSeed } from '../data/dataset.js';
@@ -126,6 +127,20 @@ export async function evaluateReport(model: SegModel, items: SampleSource[], cfg
   }
 }
 
+/** The test examples (best/median/worst by Dice, and the first few) with predictions at original resolution, into dir. */
+export async function saveTestExamples(model: SegModel, items: SampleSource[], rows: MetricRow[], cfg: RunConfig, dir: string, o: { fixed?: number; split?: string } = {}): Promise<ExamplesFile> {
+  model.module.eval();
+  try {
+    return await saveExamples(dir, model, items, pickExamples(rows, items.map((s) => s.id), o.fixed ?? 3), rows, {
+      imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold,
+      probThreshold: cfg.eval.threshold, cache: cacheFor(cfg), split: o.split,
+      prompts: cfg.data.mode === 'prompted' ? (b) => batchPrompts(b, { box: cfg.data.prompts.box, jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : undefined,
+    });
+  } finally {
+    model.module.train();
+  }
+}
+
 export async function train(inp: TrainInputs): Promise<TrainResult> {
   const { cfg, model, layers } = inp;
   const run = new RunDir(inp.runDir);
@@ -190,7 +205,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       inp.progress.log(`stage ${p.stage.name}: cells discretized: ${summarizeOps(cells.map((c) => c.cell.derived!))}`);
     }
     search.refreeze();
-    if (fresh) run.append('events.jsonl', { type: 'stage', step: state.step, stage: p.stage.name, trainable: countByPart(model.module) });
+    if (fresh) run.append('events.jsonl', { type: 'stage', step: state.step, stage: p.stage.name, end: p.end, total, trainable: countByPart(model.module) });
     inp.progress.log(`stage ${p.stage.name} (steps ${p.start}–${p.end}): training ${partsOf(p.stage).join(', ')}`);
   };
 

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { formatCompareMarkdown, planCompare, runCompare, type ComparePlan } from '../../compare/compare.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
+import { reportAfter } from './report.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -45,12 +46,12 @@ export function registerCompare(program: Command): void {
         return;
       }
       const r = await runCompare(plan);
-      if (o.json) {
-        process.stdout.write(JSON.stringify({ runs: r.runs, methods: r.methods }) + '\n');
-        return;
+      if (o.json) process.stdout.write(JSON.stringify({ runs: r.runs, methods: r.methods }) + '\n');
+      else {
+        process.stdout.write(formatCompareMarkdown(r));
+        console.error(`results: ${path.join(plan.outDir, 'compare.md')}, ${path.join(plan.outDir, 'compare.json')}`);
       }
-      process.stdout.write(formatCompareMarkdown(r));
-      console.error(`results: ${path.join(plan.outDir, 'compare.md')}, ${path.join(plan.outDir, 'compare.json')}`);
+      await reportAfter(plan.outDir);
     });
 }
 

@@ -5,6 +5,7 @@ import { runTraining } from '../../train/run.js';
 import { pretrain, pretrainConfig } from '../../train/pretrain.js';
 import { runDemo } from '../../train/demo.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
+import { reportAfter } from './report.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -27,6 +28,7 @@ export function registerTrain(program: Command): void {
       if (r.best) console.error(`best ${cfg.eval.split} Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
       else console.error(`no ${cfg.eval.split} split, so no checkpoints/best: use checkpoints/last`);
       if (r.test) console.error(`test (${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}): Dice ${r.test.dice.toFixed(4)}${r.test.iou === undefined ? '' : `, IoU ${r.test.iou.toFixed(4)}`} on ${r.test.count} images (metrics.json)`);
+      await reportAfter(r.runDir);
     });
 
   program
@@ -46,6 +48,7 @@ export function registerTrain(program: Command): void {
       if (r.test) console.error(`test: Dice ${r.test.dice.toFixed(4)} on ${r.test.count} images (metrics.json)`);
       else if (r.final) console.error(`val: Dice ${r.final.dice.toFixed(4)} (metrics.json)`);
       if (r.trainScore) console.error(`train (not held out, no val or test split): Dice ${r.trainScore.dice.toFixed(4)} on ${r.trainScore.count} images (metrics.json train)`);
+      await reportAfter(cfg.train.out_dir);
     });
 
   program
@@ -64,5 +67,6 @@ export function registerTrain(program: Command): void {
       console.log(`\nAdaptation from the synthetic source domain to the target domain (held-out target images${n > 1 ? `; mean ± sd over ${n} training seeds on the same data` : '; one training seed: differences of a point or two are within seed noise'}):\n`);
       console.log(r.table);
       console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s; results in ${o.out}/demo_results.md`);
+      await reportAfter(o.out);
     });
 }
