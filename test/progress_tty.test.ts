@@ -31,7 +31,7 @@ const hasScript = /util-linux/.test(spawnSync('script', ['--version'], { encodin
 const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** Runs `naslora train` in a 120×20 pseudo-terminal; returns the bytes the terminal received. */
-function runInPty(work: string): { bytes: Buffer; status: number | null; out: string } {
+function runInPty(work: string, extra: string[] = []): { bytes: Buffer; status: number | null; out: string } {
   const modelConfig = path.join(work, 'tiny.json');
   fs.writeFileSync(modelConfig, JSON.stringify({ config: TINY }));
   // A long folder name makes the `done:` line wider than the terminal (it must wrap, not be cut).
@@ -41,7 +41,7 @@ function runInPty(work: string): { bytes: Buffer; status: number | null; out: st
     '--set', 'data.dir=null', '--set', 'data.synthetic={kind: target, n: 24, size: 64, seed: 0}',
     '--set', 'data.image_size=64', '--set', 'data.batch_size=2', '--set', 'method.rank=4',
     '--set', 'train.epochs=null', '--set', `train.steps=${STEPS}`, '--set', 'train.eval_every=10', '--set', 'train.log_every=5',
-    '--set', `train.out_dir=${out}`];
+    '--set', `train.out_dir=${out}`, ...extra];
   const inner = `stty cols ${COLS} rows ${ROWS} && exec ${[process.execPath, CLI, ...args].map(sh).join(' ')}`;
   const r = spawnSync('script', ['-qfec', inner, '/dev/null'], {
     stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000, env: { ...process.env, TERM: 'xterm-256color', NO_COLOR: '1' },
@@ -115,6 +115,23 @@ test(`naslora train on a ${COLS}×${ROWS} terminal: log lines above the bar, com
     // The bar ends before the summary: nothing after `done:` is a bar.
     const done = screen.findIndex((s) => s.startsWith('done: '));
     assert.ok(screen.slice(done).every((s) => !isBar(s)), `a bar after the summary${dump}`);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test(`an error while the bar runs starts on a line of its own`, { skip: hasScript ? false : 'no util-linux script' }, async () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-tty-'));
+  try {
+    // A learning rate that blows the weights up: the periodic evaluation then fails with the bar live.
+    const { bytes, status } = runInPty(work, ['--set', 'optim.lr=1e30', '--set', 'optim.grad_clip=null']);
+    const screen = await render(bytes);
+    const dump = `\n--- final screen (${screen.length} lines) ---\n${screen.join('\n')}\n---`;
+    assert.notEqual(status, 0, dump);
+    const err = screen.filter((s) => s.includes('naslora: '));
+    assert.equal(err.length, 1, dump);
+    assert.match(err[0]!, /^naslora: \S/, `the error shares its line with the bar${dump}`);
+    assert.doesNotMatch(err[0]!, /[█░]/, dump);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

@@ -13,6 +13,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerConvert } from './commands/convert.js';
 import { registerCompare } from './commands/compare.js';
 import { registerReport } from './commands/report.js';
+import { endLiveBars } from '../train/progress.js';
 
 const program = new Command()
   .name('naslora')
@@ -37,6 +38,7 @@ try {
   await program.parseAsync(process.argv);
 } catch (e) {
   if (e instanceof CommanderError) process.exit(e.exitCode);
+  endLiveBars();
   console.error(`naslora: ${(e as Error).message}`);
   if (process.env.NASLORA_DEBUG) console.error((e as Error).stack);
   process.exit(1);

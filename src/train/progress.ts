@@ -20,6 +20,14 @@ export function makeProgress(label: string, o: { logEvery?: number; stream?: Nod
 
 interface BarPayload { loss: string; stage: string; rate: string }
 
+/** Terminal bars now drawn: an error ends them (endLiveBars) so its message starts on a line of its own. */
+const live = new Set<() => void>();
+
+/** Ends every live terminal bar (its last state stays on screen); the CLI calls it before printing an error. */
+export function endLiveBars(): void {
+  for (const stop of [...live]) stop();
+}
+
 /**
  * The bar on a terminal. cli-progress's SingleBar is not used: it saves the cursor at start() and
  * restores it at stop() (ESC 7 / ESC 8, absolute screen coordinates), so once log lines have
@@ -48,6 +56,7 @@ function ttyProgress(label: string, stream: NodeJS.WriteStream): Progress {
     multi.stop();
     multi = null;
     bar = null;
+    live.delete(stop);
     process.removeListener('exit', onExit);
   };
   return {
@@ -64,6 +73,7 @@ function ttyProgress(label: string, stream: NodeJS.WriteStream): Progress {
       }, cliProgress.Presets.shades_classic);
       bar = multi.create(total, at, { loss: '-', stage: '', rate: '-' } satisfies BarPayload);
       process.on('exit', onExit);
+      live.add(stop);
       redraw();
     },
     tick(step, i) {
