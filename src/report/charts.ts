@@ -73,8 +73,10 @@ export function evalCurve(evals: readonly EvalEvent[], stages: readonly StageEve
 }
 
 /** softmax(α) of one cell over steps: one line per op, in the op's fixed colour. */
-export function alphaChart(rows: readonly AlphaRow[], cell: string, ops: readonly string[], stages: readonly StageEvent[]): object {
-  const values = thin(rows, 1000).flatMap((r) => Object.entries(r.cells[cell] ?? {}).map(([op, weight]) => ({ step: r.step, op, weight })));
+export function alphaChart(rows: readonly AlphaRow[], cell: string, ops: readonly string[], stages: readonly StageEvent[], until: number | null = null): object {
+  // Up to the cell's discretization: after it the weights are one-hot, and a line from the last
+  // search value to them would draw a change that never happened.
+  const values = thin(rows.filter((r) => until === null || r.step <= until), 1000).flatMap((r) => Object.entries(r.cells[cell] ?? {}).map(([op, weight]) => ({ step: r.step, op, weight })));
   return {
     $schema: SCHEMA, title: { text: shortLayer(cell), fontSize: 12 }, width: 250, height: 120,
     layer: [

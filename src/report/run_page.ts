@@ -78,9 +78,9 @@ function searchSection(r: RunData, specs: Map<string, object>): string {
   if (!cells.length) return '';
   const out: string[] = ['<h2 id="search">Architecture search</h2>'];
   if (r.alpha.length) {
-    out.push(`<p class="muted">softmax(α) per adapted layer over the steps where α trains (one chart per layer, one line per op; dashed lines: stage changes).</p>`);
+    out.push(`<p class="muted">softmax(α) per adapted layer over the steps where α trains, up to the layer's discretization (one chart per layer, one line per op; dashed lines: stage changes).</p>`);
     out.push(`<div class="charts">${chart(specs, 'op-legend', opLegend(ops), 'ops')}</div>`);
-    out.push(`<div class="charts" id="alpha-charts">${cells.map((c) => chart(specs, 'alpha', alphaChart(r.alpha, c, ops, r.stages), c)).join('')}</div>`);
+    out.push(`<div class="charts" id="alpha-charts">${cells.map((c) => chart(specs, 'alpha', alphaChart(r.alpha, c, ops, r.stages, r.derived?.cells?.[c]?.step ?? null), c)).join('')}</div>`);
   }
   // Final weights: each cell's weights when it was discretized, else the last α recorded.
   const last = r.alpha[r.alpha.length - 1];
