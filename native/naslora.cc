@@ -9,6 +9,8 @@
 // dispose) is detected by its generation and raises a JS error instead of touching freed memory.
 // A counting CPU allocator wraps libtorch's so that live native bytes are exact and can be
 // reported to V8's garbage-collector heuristics.
+#include "naslora.h"
+
 #include <napi.h>
 
 #include <ATen/ATen.h>
@@ -599,9 +601,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
   exports.Set("info", Napi::Function::New(env, Info));
+  naslora::registerDist(env, exports);
   return exports;
 }
 
 }  // namespace
+
+namespace naslora {
+at::Tensor& tensorOf(const Napi::Value& v) { return get(v); }
+double putTensor(at::Tensor t) { return put(std::move(t)); }
+void reportMemory(Napi::Env env) { report_memory(env); }
+}  // namespace naslora
 
 NODE_API_MODULE(naslora, Init)

@@ -1,20 +1,74 @@
 // Where libtorch lives, for binding.gyp. LIBTORCH may point at an official libtorch zip (CPU or
 // CUDA), or at a pip torch package folder (site-packages/torch), which has the same include/ and
 // lib/ layout. Without it, Debian's libtorch-dev in /usr is used.
+//
+//   node native/torch-paths.cjs include|libs|defines
+//
+// c10d (native/dist.cc) needs two more sets of headers that libtorch itself may not ship:
+// - Gloo's (gloo/*.h), included by ProcessGroupGloo.hpp, which must match the Gloo that libtorch
+//   was built with: for Debian's libtorch, libgloo-dev (the Gloo it links); for LIBTORCH, its own
+//   include/gloo if it ships one; or GLOO_INCLUDE=dir. (Debian's headers are not used for another
+//   libtorch: they may be older than its ProcessGroupGloo.hpp expects.) Without them the addon
+//   builds without the gloo backend, says so here, and a gloo group throws saying why.
+// - NCCL's and CUDA's (nccl.h, cuda_runtime_api.h, cublas_v2.h, cusparse.h), only for a CUDA
+//   libtorch (lib/libtorch_cuda.so present): found under NCCL_HOME/include, CUDA_HOME (default
+//   /usr/local/cuda)/include, libtorch's include/, /usr/include, or the ':'-separated
+//   NASLORA_CUDA_INCLUDE (e.g. pip's nvidia/*/include folders). Without them the addon builds
+//   without the nccl backend, and says so at build time.
 const fs = require('node:fs');
 const path = require('node:path');
 const root = process.env.LIBTORCH;
 const what = process.argv[2];
+const multiarch = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', ppc64: 'powerpc64le-linux-gnu' }[process.arch];
+
+let incs;
+let libdir;
+let libs = '';
 if (root) {
   const inc = path.join(root, 'include');
-  const lib = path.join(root, 'lib');
+  libdir = path.join(root, 'lib');
   if (!fs.existsSync(path.join(inc, 'ATen', 'ATen.h'))) {
     console.error(`LIBTORCH=${root}: no include/ATen/ATen.h there`);
     process.exit(1);
   }
-  if (what === 'include') console.log([inc, path.join(inc, 'torch/csrc/api/include')].join(' '));
-  if (what === 'libs') console.log(`-L${lib} -Wl,-rpath,${lib}`);
+  incs = [inc, path.join(inc, 'torch/csrc/api/include')];
+  libs = `-L${libdir} -Wl,-rpath,${libdir}`;
 } else {
-  if (what === 'include') console.log('/usr/include /usr/include/torch/csrc/api/include');
-  if (what === 'libs') console.log('');
+  incs = ['/usr/include', '/usr/include/torch/csrc/api/include'];
+  libdir = multiarch ? `/usr/lib/${multiarch}` : '/usr/lib';
 }
+const defines = [];
+const glooDir = process.env.GLOO_INCLUDE || incs[0];
+if (fs.existsSync(path.join(glooDir, 'gloo', 'algorithm.h'))) {
+  defines.push('NASLORA_WITH_GLOO');
+  if (!incs.includes(glooDir)) incs.push(glooDir);
+} else if (what === 'defines') {
+  console.error(`naslora: no Gloo headers in ${glooDir}/gloo: building without the gloo backend ` +
+    `(${root ? 'set GLOO_INCLUDE to the headers of the Gloo this libtorch was built with' : 'apt-get install libgloo-dev'}, and rebuild)`);
+}
+
+// NCCL: only a CUDA libtorch has ProcessGroupNCCL compiled in.
+if (fs.existsSync(path.join(libdir, 'libtorch_cuda.so'))) {
+  defines.push('NASLORA_LIBTORCH_CUDA');
+  const cudaHome = process.env.CUDA_HOME || process.env.CUDA_PATH || '/usr/local/cuda';
+  const dirs = [
+    ...(process.env.NASLORA_CUDA_INCLUDE || '').split(':').filter(Boolean),
+    ...(process.env.NCCL_HOME ? [path.join(process.env.NCCL_HOME, 'include')] : []),
+    path.join(cudaHome, 'include'), incs[0], '/usr/include',
+  ];
+  const need = ['nccl.h', 'cuda_runtime_api.h', 'cublas_v2.h', 'cusparse.h'];
+  const found = need.map((h) => dirs.find((d) => fs.existsSync(path.join(d, h))));
+  const missing = need.filter((_, i) => !found[i]);
+  if (missing.length === 0) {
+    defines.push('NASLORA_WITH_NCCL', 'USE_C10D_NCCL');
+    for (const d of found) if (d && !incs.includes(d)) incs.push(d);
+    libs += ' -ltorch_cuda -lc10_cuda';
+  } else if (what === 'defines') {
+    console.error(`naslora: CUDA libtorch, but ${missing.join(', ')} not found (looked in ${dirs.join(', ')}): ` +
+      'building without the nccl backend (set NCCL_HOME / CUDA_HOME / NASLORA_CUDA_INCLUDE and rebuild)');
+  }
+}
+
+if (what === 'include') console.log(incs.join(' '));
+if (what === 'libs') console.log(libs.trim());
+if (what === 'defines') console.log(defines.join(' '));

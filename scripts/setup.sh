@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets naslora up on a new Debian machine (run as root for the system packages):
-# libtorch + OpenBLAS (without OpenBLAS libtorch silently uses reference BLAS, ~30x slower),
+# libtorch + OpenBLAS (without OpenBLAS libtorch silently uses reference BLAS, ~30x slower), Gloo's
+# headers (libgloo-dev: the addon's c10d binding includes ProcessGroupGloo.hpp, which includes them),
 # Debian's PyTorch for the side-by-side benchmarks and reference tests, Debian's chromium (the
 # report and web-page tests drive it with puppeteer-core; `script` from util-linux runs the terminal
 # test under a pseudo-terminal), then npm ci, the native
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(libtorch-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil g++ make chromium fonts-dejavu-core util-linux)
+PKGS=(libtorch-dev libgloo-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil g++ make chromium fonts-dejavu-core util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

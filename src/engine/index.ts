@@ -9,3 +9,4 @@ export { Optimizer, type OptimizerState, type ParamGroup } from './optim/optimiz
 export { Adam, AdamW, type AdamHyper } from './optim/adam.js';
 export { SGD, type SGDHyper } from './optim/sgd.js';
 export { clipGradNorm } from './optim/clip.js';
+export { Store, ProcessGroup, distBackends, DIST_DEFAULT_TIMEOUT_MS, type DistBackend, type ReduceOp, type StoreOptions, type ProcessGroupOptions, type CollectiveOptions } from './dist.js';

@@ -17,7 +17,28 @@ export interface NativeInfo {
   blasThreads: number; blasFollowsIntraOp: boolean;
 }
 
-export interface NativeEngine {
+/** native/dist.cc: c10d stores and process groups, held by id (see src/engine/dist.ts). */
+export interface NativeDist {
+  storeCreate(host: string, port: number, worldSize: number, isMaster: boolean, timeoutMs: number, waitForWorkers: boolean): number;
+  storePort(store: number): number;
+  storeSet(store: number, key: string, value: string | Uint8Array): void;
+  storeGet(store: number, key: string, timeoutMs?: number): Uint8Array;
+  storeAdd(store: number, key: string, n: number): number;
+  storeCheck(store: number, keys: readonly string[]): boolean;
+  storeWait(store: number, keys: readonly string[], timeoutMs?: number): void;
+  storeDelete(store: number, key: string): boolean;
+  storeNumKeys(store: number): number;
+  storeClose(store: number): boolean;
+  pgCreate(store: number, backend: string, rank: number, worldSize: number, timeoutMs: number, host: string, iface: string, name: string): number;
+  pgAllreduce(pg: number, t: Handle, op: string, timeoutMs?: number): void;
+  pgBroadcast(pg: number, t: Handle, root: number, timeoutMs?: number): void;
+  pgAllgather(pg: number, t: Handle, timeoutMs?: number): Handle[];
+  pgBarrier(pg: number, timeoutMs?: number): void;
+  pgClose(pg: number): boolean;
+  distInfo(): { gloo: boolean; nccl: boolean };
+}
+
+export interface NativeEngine extends NativeDist {
   opLookup(name: string, overload: string): number;
   call(op: number, ...args: NativeArg[]): NativeResult;
   callVoid(op: number, ...args: NativeArg[]): void;
