@@ -15,5 +15,5 @@ export { NasLoraLayer, NasBranch } from './nas_lora/layer.js';
 export { MixedCell } from './nas_lora/cell.js';
 export { OPS, DEFAULT_OPS, registerOp, cachedPlacements, type CandidateOp } from './nas_lora/ops.js';
 export { ConvLoraLayer, ConvLoraBranch } from './conv_lora/layer.js';
-export { ScaleMoE, ScaleExpert } from './conv_lora/moe.js';
+export { ScaleMoE, ScaleExpert, crossReplica } from './conv_lora/moe.js';
 export * from './io.js';

@@ -237,6 +237,8 @@ export interface Batch {
   epoch: number;
   /** Index of this batch within the epoch. */
   index: number;
+  /** Samples in the global batch this one is a shard of (= batchSize in one process). */
+  globalSize?: number;
 }
 
 export interface BatchIteratorOptions extends LoaderOptions {
@@ -254,6 +256,17 @@ export interface BatchIteratorOptions extends LoaderOptions {
   cache?: SampleCache | null;
   /** First batch index to produce (resuming mid-epoch). */
   startBatch?: number;
+  /**
+   * Data-parallel: this rank's share of every (global) batch. The order is the same on every rank;
+   * each global batch of batchSize samples is cut into `world` contiguous, disjoint slices and this
+   * rank gets slice `rank`, so the world's batches together are exactly the single-process batches.
+   */
+  shard?: { rank: number; world: number } | null;
+}
+
+/** Rank r's contiguous slice of a global batch of n samples (sizes differ by at most one). */
+export function shardRange(n: number, rank: number, world: number): [number, number] {
+  return [Math.floor((rank * n) / world), Math.floor(((rank + 1) * n) / world)];
 }
 
 export function batchCount(n: number, batchSize: number, dropLast = false): number {
@@ -296,7 +309,8 @@ export async function* iterateBatches(items: readonly SampleSource[], opts: Batc
   const augment = Boolean(opts.augment && (opts.augment.hflip || opts.augment.cropScale));
 
   const loadBatch = async (b: number): Promise<Batch> => {
-    const idx = order.slice(b * opts.batchSize, (b + 1) * opts.batchSize);
+    const global = order.slice(b * opts.batchSize, (b + 1) * opts.batchSize);
+    const idx = opts.shard ? global.slice(...shardRange(global.length, opts.shard.rank, opts.shard.world)) : global;
     const prepared = await Promise.all(
       idx.map((i) => {
         const s = items[i]!;
@@ -313,7 +327,7 @@ export async function* iterateBatches(items: readonly SampleSource[], opts: Batc
     });
     return {
       images, masks, ids: prepared.map((p) => p.id), batchSize: B, imageSize: S, labelSize: L,
-      origSizes: prepared.map((p) => [p.origHeight, p.origWidth]), epoch, index: b,
+      origSizes: prepared.map((p) => [p.origHeight, p.origWidth]), epoch, index: b, globalSize: global.length,
     };
   };
 

@@ -407,8 +407,13 @@ export class MetricsAggregator {
   }
 
   mean(): ImageMetrics & { count: number } {
-    const out = { count: this.rows.length } as ImageMetrics & { count: number };
-    for (const k of METRIC_NAMES) if (this.metrics.includes(k)) out[k] = this.rows.reduce((s, r) => s + r[k], 0) / this.rows.length;
-    return out;
+    return meanOfRows(this.rows, this.metrics);
   }
+}
+
+/** The dataset score: each metric's mean over the rows, summed in row order. */
+export function meanOfRows(rows: readonly MetricRow[], metrics: ReadonlyArray<keyof ImageMetrics> = METRIC_NAMES): ImageMetrics & { count: number } {
+  const out = { count: rows.length } as ImageMetrics & { count: number };
+  for (const k of METRIC_NAMES) if (metrics.includes(k)) out[k] = rows.reduce((s, r) => s + r[k], 0) / rows.length;
+  return out;
 }

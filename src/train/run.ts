@@ -11,8 +11,9 @@ import { effectiveArchFrac, type RunConfig } from './config.js';
 import { hashSeed, loadDataset, makeSplits } from '../data/dataset.js';
 import type { SampleSource } from '../data/loader.js';
 import { makeSyntheticDomain } from '../data/synthetic.js';
-import { evaluateReport, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
-import { makeProgress, type Progress } from './progress.js';
+import { evaluateShards, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
+import { processDist } from './dist.js';
+import { makeProgress, silentProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics, MetricRow } from '../eval/metrics.js';
 
@@ -109,7 +110,13 @@ export interface RunOptions {
 export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<RunOutcome> {
   const runDir = o.runDir ?? cfg.train.out_dir;
   const label = o.label ?? cfg.method.name;
-  const progress = o.progress ?? makeProgress(label, { logEvery: cfg.train.log_every });
+  const dist = processDist();
+  const main = !dist || dist.isMain;
+  // Ranks other than 0 train silently: rank 0 speaks (and writes) for the group.
+  const progress = !main ? silentProgress : o.progress ?? makeProgress(label, { logEvery: cfg.train.log_every });
+  if (dist && cfg.data.batch_size % dist.worldSize !== 0)
+    throw new Error(`data-parallel: data.batch_size ${cfg.data.batch_size} is the global batch and must divide evenly over the ${dist.worldSize} ranks`);
+  if (dist) progress.log(`data-parallel: ${dist.worldSize} ranks, ${cfg.data.batch_size / dist.worldSize} samples each per batch (global batch ${cfg.data.batch_size})`);
   const splits = loadSplits(cfg, effectiveArchFrac(cfg));
   if (!splits.train.length) throw new Error('the training split is empty');
   progress.log(`data: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch`);
@@ -122,24 +129,26 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
     progress.log(`${o.label ?? `method ${cfg.method.name}`}: ${built.layers.length} adapted layers; trainable parameters by part (first stage):\n${formatCounts(counts)}`);
     const result = await train({
       cfg, model: built.seg, layers: built.layers, train: splits.train, val: periodic, arch: splits.arch,
-      runDir, baseSha256: built.baseSha256, progress, resume: o.resume,
+      runDir, baseSha256: built.baseSha256, progress, resume: o.resume, dist,
     });
-    const testReport = splits.test.length ? await evaluateReport(built.seg, splits.test, cfg) : null;
+    const testReport = splits.test.length ? await evaluateShards(built.seg, splits.test, cfg, dist) : null;
     const test = testReport?.summary ?? null;
-    if (testReport) await writeTestDetails(runDir, built.seg, splits.test, testReport.rows, cfg);
+    if (testReport && main) await writeTestDetails(runDir, built.seg, splits.test, testReport.rows, cfg);
     let trainScore: (ImageMetrics & { count: number }) | null = null;
     if (o.scoreTrainWhenNothingHeldOut && !splits.val.length && !splits.test.length) {
-      trainScore = (await evaluateReport(built.seg, splits.train, cfg)).summary;
+      trainScore = (await evaluateShards(built.seg, splits.train, cfg, dist)).summary;
       progress.log(`nothing held out: scored on the training data (not a held-out estimate): ${Object.entries(trainScore).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
     }
     o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);
     const adapterParams = countByPart(built.sam).filter((c) => ['lora', 'ops', 'alpha'].includes(c.part)).reduce((a, c) => a + c.total, 0);
-    writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({
+    if (main) writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({
       method: label, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, scoring: scoringOf(cfg),
       best: result.best ? { ...result.best, split: cfg.eval.split } : null, val: cfg.eval.split === 'val' ? result.final : null, test,
       ...(trainScore ? { train: trainScore, train_note: 'no val or test split: scored on the training data, not held out' } : {}),
     }, null, 2) + '\n');
+    // Nobody goes on (e.g. to a compare's next run, which reads this folder) before rank 0 has written.
+    dist?.barrier('end of run');
     return { ...result, test, trainScore, trainable, adapterParams, runDir };
   } finally {
     built.sam.dispose();

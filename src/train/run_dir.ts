@@ -6,18 +6,23 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 
 export class RunDir {
-  constructor(readonly root: string) {
-    fs.mkdirSync(path.join(root, 'checkpoints'), { recursive: true });
+  /** write false: every write is skipped (data-parallel ranks other than 0 only read the folder). */
+  readonly write: boolean;
+  constructor(readonly root: string, o: { write?: boolean } = {}) {
+    this.write = o.write ?? true;
+    if (this.write) fs.mkdirSync(path.join(root, 'checkpoints'), { recursive: true });
   }
 
   file(name: string): string { return path.join(this.root, name); }
 
   /** Appends one JSON line (events.jsonl, alpha_history.jsonl); a partial last line is ignored on read. */
   append(name: string, obj: object): void {
+    if (!this.write) return;
     fs.appendFileSync(this.file(name), JSON.stringify(obj) + '\n');
   }
 
   writeJson(name: string, obj: unknown): void {
+    if (!this.write) return;
     writeFileAtomic(this.file(name), JSON.stringify(obj, null, 2) + '\n');
   }
 
@@ -36,6 +41,7 @@ export class RunDir {
 
   /** Drops event lines written after `step` (they belong to work a resumed run redoes). */
   truncateEvents(name: string, keep: (e: { step?: number }) => boolean): void {
+    if (!this.write) return;
     const lines = this.readJsonLines<{ step?: number }>(name).filter(keep);
     writeFileAtomic(this.file(name), lines.map((l) => JSON.stringify(l) + '\n').join(''));
   }
@@ -44,6 +50,7 @@ export class RunDir {
 
   /** Writes a checkpoint into a fresh folder, then swaps it in place of the old one. */
   writeCheckpoint(name: 'last' | 'best', write: (dir: string) => void): void {
+    if (!this.write) return;
     const final = this.checkpointDir(name);
     const tmp = `${final}.tmp-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -7,12 +7,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
-import { auxLoss, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
-import type { ImageMetrics, MetricRow } from '../eval/metrics.js';
+import { auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import { meanOfRows, type ImageMetrics, type MetricRow } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
 import { pickExamples, saveExamples, type ExamplesFile } from '../eval/examples.js';
 import { METRIC_FIELDS, type RunConfig, type StageConfig } from './config.js';
-import { SampleCache, batchCount, batchPrompts, iterateBatches, type Batch, type BatchPrompts, type SampleSource } from '../data/loader.js';
+import { SampleCache, batchCount, batchPrompts, iterateBatches, shardRange, type Batch, type BatchPrompts, type SampleSource } from '../data/loader.js';
+import type { DataParallel } from './dist.js';
 import { hashSeed } from '../data/dataset.js';
 import { lossByName } from './losses.js';
 import { learningRate } from './lr.js';
@@ -41,6 +42,8 @@ export interface TrainInputs {
   baseSha256: string | null;
   progress: Progress;
   resume?: boolean;
+  /** Data-parallel: this process's rank in the group (null: one process). */
+  dist?: DataParallel | null;
 }
 
 export interface TrainResult { steps: number; losses: number[]; best: { step: number; dice: number } | null; seconds: number; final: ImageMetrics | null }
@@ -72,7 +75,7 @@ function cacheFor(cfg: RunConfig): SampleCache | null {
 }
 
 /** Endless deterministic micro-batch stream starting at global micro-batch index `from`. */
-async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number, seedTag: string): AsyncGenerator<Batch> {
+async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number, seedTag: string, dist: DataParallel | null = null): AsyncGenerator<Batch> {
   const perEpoch = batchCount(items.length, cfg.data.batch_size, false);
   let epoch = Math.floor(from / perEpoch);
   let start = from % perEpoch;
@@ -82,6 +85,7 @@ async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number
       threshold: cfg.data.threshold, augment: { hflip: cfg.data.augment.hflip, cropScale: cfg.data.augment.crop_scale },
       batchSize: cfg.data.batch_size, seed: hashSeed(cfg.train.seed, seedTag), epoch, shuffle: true,
       prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, startBatch: start, cache: cacheFor(cfg),
+      shard: dist ? { rank: dist.rank, world: dist.worldSize } : null,
     });
     epoch += 1;
     start = 0;
@@ -102,8 +106,21 @@ export function upsampleLogits(lowRes: Tensor, size: number): Tensor {
 }
 
 /** Mean metrics (eval.metrics) of the model on items, at label size. */
-export async function evaluate(model: SegModel, items: SampleSource[], cfg: RunConfig, threshold: number): Promise<ImageMetrics & { count: number }> {
-  return (await evaluateReport(model, items, cfg, { threshold, resolution: 'label' })).summary;
+export async function evaluate(model: SegModel, items: SampleSource[], cfg: RunConfig, threshold: number, dist: DataParallel | null = null): Promise<ImageMetrics & { count: number }> {
+  return (await evaluateShards(model, items, cfg, dist, { threshold, resolution: 'label' })).summary;
+}
+
+/**
+ * evaluateReport on this rank's contiguous shard of items; the per-image rows of every rank are
+ * gathered in rank order (= the items' order), and the means are taken over them exactly as one
+ * process would. Without dist, evaluateReport itself.
+ */
+export async function evaluateShards(model: SegModel, items: SampleSource[], cfg: RunConfig, dist: DataParallel | null, o: { threshold?: number; resolution?: Resolution } = {}): Promise<EvalReport> {
+  if (!dist) return evaluateReport(model, items, cfg, o);
+  const [a, b] = shardRange(items.length, dist.rank, dist.worldSize);
+  const mine = a < b ? (await evaluateReport(model, items.slice(a, b), cfg, o)).rows : [];
+  const rows = dist.gather('eval-rows', mine).flat();
+  return { rows, summary: meanOfRows(rows, cfg.eval.metrics.map((m) => METRIC_FIELDS[m])) };
 }
 
 /**
@@ -143,7 +160,9 @@ export async function saveTestExamples(model: SegModel, items: SampleSource[], r
 
 export async function train(inp: TrainInputs): Promise<TrainResult> {
   const { cfg, model, layers } = inp;
-  const run = new RunDir(inp.runDir);
+  const dist = inp.dist ?? null;
+  // Rank 0 alone writes the run folder; the others read it (resume) and compute.
+  const run = new RunDir(inp.runDir, { write: !dist || dist.isMain });
   const { total } = totalSteps(cfg, inp.train.length);
   const plan = planStages(cfg.schedule.stages, total);
   const loss = lossByName(cfg.loss);
@@ -179,19 +198,51 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     run.truncateEvents('events.jsonl', (e) => (e.step ?? 0) <= state.step);
     run.truncateEvents('alpha_history.jsonl', (e) => (e.step ?? 0) <= state.step);
     inp.progress.log(`resumed from ${dir} at step ${state.step}/${total}`);
+    // The data order is a function of (seed, epoch, position in the global batch) and each rank
+    // takes a slice of the global batch, so a different world size continues the same sample order.
+    const was = (saved as { world_size?: number }).world_size ?? 1;
+    const now = dist?.worldSize ?? 1;
+    if (was !== now) inp.progress.log(`resumed with ${now} process(es), saved with ${was}: the global batches are the same (the order does not depend on the world size); only per-rank random draws (Conv-LoRA's gate noise, prompt jitter) differ`);
   } else {
     run.writeJson('config.resolved.json', cfg);
   }
 
-  const trainIt = microBatches(inp.train, cfg, state.step * accum, 'train');
+  if (dist) {
+    const tail = inp.train.length % cfg.data.batch_size;
+    if (tail > 0 && tail < dist.worldSize)
+      throw new Error(`data-parallel: the last batch of each epoch has ${tail} sample(s) (${inp.train.length} training samples, data.batch_size ${cfg.data.batch_size}), fewer than the ${dist.worldSize} ranks: change data.batch_size or use train.steps with a size that divides`);
+    // One source of truth for the starting weights (a resumed run has just loaded them on every rank).
+    dist.broadcastModule(model.module);
+    crossReplica.sum = (t) => dist.allreduceSum(t);
+  }
+  const trainIt = microBatches(inp.train, cfg, state.step * accum, 'train', dist);
   // Alternate mode: α steps on batches of its stage's alpha_split ('arch': the held-out arch split;
   // 'train': a second stream over the training split), one per search step, so a stream's position
   // is the number of earlier α steps on that split.
   const alphaStepsBefore = (split: string, step: number): number =>
     plan.filter((q) => q.stage.optimize_alpha && q.stage.alpha_split === split).reduce((n, q) => n + Math.max(0, Math.min(q.end, step) - q.start), 0);
   const usesSplit = (split: string): boolean => cfg.schedule.stages.some((st) => st.optimize_alpha && st.alpha_split === split);
-  const archIt = alternate && inp.arch.length && usesSplit('arch') ? microBatches(inp.arch, cfg, alphaStepsBefore('arch', state.step), 'arch') : null;
-  const alphaTrainIt = alternate && usesSplit('train') ? microBatches(inp.train, cfg, alphaStepsBefore('train', state.step), 'alpha-train') : null;
+  const archIt = alternate && inp.arch.length && usesSplit('arch') ? microBatches(inp.arch, cfg, alphaStepsBefore('arch', state.step), 'arch', dist) : null;
+  const alphaTrainIt = alternate && usesSplit('train') ? microBatches(inp.train, cfg, alphaStepsBefore('train', state.step), 'alpha-train', dist) : null;
+  // Data-parallel: this rank's loss is weighted by its share of the global batch (×world, as the
+  // gradients are averaged), so the average is the global batch's mean loss; the load-balancing
+  // loss is already global (crossReplica) and its gradient is split over the ranks: ×world too.
+  const share = (b: Batch) => (dist ? (b.batchSize * dist.worldSize) / (b.globalSize ?? b.batchSize) : 1);
+  const lossOf = (b: Batch, out: Tensor, masks: Tensor): { total: Tensor; reported: Tensor } => {
+    const task = loss(out, masks);
+    const aux = auxLoss(layers);
+    if (!dist) {
+      const total = aux ? task.add(aux) : task;
+      return { total, reported: total };
+    }
+    const w = dist.worldSize;
+    return {
+      total: aux ? task.mul(share(b)).add(aux.mul(w)) : task.mul(share(b)),
+      // what this rank adds to the global loss (summed over ranks): its task share, and the aux once
+      reported: aux ? task.mul(share(b) / w).add(aux.div(w)) : task.mul(share(b) / w),
+    };
+  };
+  let lastEval: ImageMetrics | null = null;
   const t0 = Date.now() - state.seconds * 1000;
   let current: StagePlan | null = null;
 
@@ -230,9 +281,10 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
         const { images, masks } = toTensors(b);
         alphaOpt!.zeroGrad();
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
-        const l = withAux(loss(out, masks), layers);
+        const l = lossOf(b, out, masks).total;
         const r = search.regularizer();
         (r ? l.add(r) : l).backward();
+        dist?.reduceGradients(alphaParams);
         alphaOpt!.step();
       });
       setTrainable(model.module, partsOf(p.stage).filter((x) => x !== 'alpha'));
@@ -246,11 +298,16 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       stepLoss += tidy(() => {
         const { images, masks } = toTensors(b);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);
-        const l = withAux(loss(out, masks), layers).div(accum);
+        const { total, reported } = lossOf(b, out, masks);
+        const l = total.div(accum);
         const r = searching && !alternate ? search.regularizer(1 / accum) : null;
         (r ? l.add(r) : l).backward();
-        return l.item();
+        return reported.item() / accum;
       });
+    }
+    if (dist) {
+      dist.setStep(state.step);
+      stepLoss = dist.reduceGradients([...opt.allParams(), ...(searching && !alternate ? alphaParams : [])], [stepLoss])[0]!;
     }
     if (!Number.isFinite(stepLoss)) throw new Error(`loss is ${stepLoss} at step ${state.step}: lower the learning rate or check the data`);
     const gradNorm = cfg.optim.grad_clip !== null ? clipGradNorm(opt.allParams(), cfg.optim.grad_clip) : null;
@@ -270,7 +327,8 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     const evalNow = done === total || (cfg.train.eval_every > 0 && done % evalInterval(cfg, inp.train.length) === 0);
     let improved = false;
     if (evalNow && inp.val.length) {
-      const m = await evaluate(model, inp.val, cfg, cfg.eval.threshold);
+      const m = await evaluate(model, inp.val, cfg, cfg.eval.threshold, dist);
+      lastEval = m;
       run.append('events.jsonl', { type: 'eval', step: done, split: cfg.eval.split, metrics: m });
       inp.progress.log(`step ${done}: ${cfg.eval.split} ${Object.entries(m).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
       if (!state.best || m.dice > state.best.dice) { state.best = { step: done, dice: m.dice }; improved = true; }
@@ -283,7 +341,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
         // RNG state: libtorch is re-seeded from (seed, step) before each step and the data order is a
         // function of (seed, epoch, position), so the step number is the whole random state.
         const rng = { scheme: 'reseed-per-step', seed: cfg.train.seed, next_step: done };
-        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, rng, search: search.state, optimizers }, null, 2));
+        fs.writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ ...state, step: done, rng, search: search.state, optimizers, world_size: dist?.worldSize ?? 1 }, null, 2));
       };
       run.writeCheckpoint('last', write);
       if (improved) run.writeCheckpoint('best', write);
@@ -291,15 +349,12 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   }
   inp.progress.stop();
   if (cells.length) run.writeJson('derived_ops.json', search.record(total, state.stage));
-  const final = inp.val.length ? (run.readJsonLines<{ type: string; metrics?: ImageMetrics }>('events.jsonl').filter((e) => e.type === 'eval').pop()?.metrics ?? null) : null;
+  crossReplica.sum = null;
+  // The last periodic evaluation (this session's, or the events' of a run resumed at its end).
+  const final = inp.val.length ? (lastEval ?? run.readJsonLines<{ type: string; metrics?: ImageMetrics }>('events.jsonl').filter((e) => e.type === 'eval').pop()?.metrics ?? null) : null;
   opt.dispose();
   alphaOpt?.dispose();
   return { steps: total, losses: state.losses, best: state.best, seconds: state.seconds, final };
-}
-
-function withAux(l: Tensor, layers: InjectedLayer[]): Tensor {
-  const a = auxLoss(layers);
-  return a ? l.add(a) : l;
 }
 
 function promptsFor(b: Batch, cfg: RunConfig, index: number): BatchPrompts | null {

@@ -27,6 +27,22 @@ export function cvSquared(x: Tensor): Tensor {
 }
 
 const NOISE_EPS = 1e-2;
+
+/**
+ * Data-parallel training: the load-balancing loss is a function of the importance and load summed
+ * over the whole global batch, not of one rank's share (cv² is not additive). When set, `sum`
+ * adds a tensor across ranks in place; the loss is then computed on the global sums, with the
+ * gradient flowing into this rank's own terms (x + (Σx − x).detach()), so the ranks' gradients
+ * add up to the single-process gradient. Set by the data-parallel trainer, null otherwise.
+ */
+export const crossReplica: { sum: ((t: Tensor) => void) | null } = { sum: null };
+
+function globalSum(x: Tensor): Tensor {
+  if (!crossReplica.sum) return x;
+  const total = noGrad(() => x.detach().clone());
+  crossReplica.sum(total);
+  return x.add(total.sub(x.detach()));
+}
 const normalCdf = (x: Tensor) => x.div(Math.SQRT2).erf().add(1).mul(0.5);
 
 export class ScaleMoE extends Module {
@@ -69,10 +85,10 @@ export class ScaleMoE extends Module {
     this.auxLoss?.dispose();
     this.auxLoss = null;
     if (this.training) {
-      const importance = gates.sum(0);
-      const load = noiseStd && this.topK < M
+      const importance = globalSum(gates.sum(0));
+      const load = globalSum(noiseStd && this.topK < M
         ? this.probInTopK(clean, logits, noiseStd, topLogits).sum(0)
-        : gates.gt(0).float().sum(0);
+        : gates.gt(0).float().sum(0));
       this.auxLoss = cvSquared(importance).add(cvSquared(load)).mul(this.lossCoef).keep();
     }
 

@@ -6,24 +6,28 @@ import { pretrain, pretrainConfig } from '../../train/pretrain.js';
 import { runDemo } from '../../train/demo.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
 import { reportAfter } from './report.js';
+import { addLaunchOptions, isSecondaryRank, maybeLaunch, type LaunchOptions } from '../launch.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
 export function registerTrain(program: Command): void {
-  program
+  addLaunchOptions(program
     .command('train')
     .description('fine-tune SAM with an adapter method (stage-wise schedule for NAS methods)')
     .requiredOption('-c, --config <file|preset>', 'YAML run config, or a preset: nas-lora, nas-pc-lora, lora, conv-lora, decoder-only')
     .option('--set <key=value>', 'override a config value (repeatable), e.g. --set data.dir=data/kvasir --set train.epochs=5', collect, [])
     .option('--resume', 'continue the run in train.out_dir from checkpoints/last')
-    .option('--dry-run', 'resolve the config (presets, overrides, file paths), read the checkpoint header and list the data, print the resolved config and the parameter table, and exit')
-    .action(async (o: { config: string; set: string[]; resume?: boolean; dryRun?: boolean }) => {
+    .option('--dry-run', 'resolve the config (presets, overrides, file paths), read the checkpoint header and list the data, print the resolved config and the parameter table, and exit'))
+    .action(async (o: { config: string; set: string[]; resume?: boolean; dryRun?: boolean } & LaunchOptions) => {
       const cfg = loadConfig(o.config, o.set);
       if (o.dryRun) {
         console.log(formatRunCheck(checkRun(cfg)));
         return;
       }
+      const launched = await maybeLaunch(o);
+      if (launched !== null) { process.exitCode = launched; return; }
       const r = await runTraining(cfg, { resume: o.resume });
+      if (isSecondaryRank()) return;
       console.error(`done: ${r.steps} steps in ${r.seconds.toFixed(1)} s; run folder ${r.runDir}`);
       if (r.best) console.error(`best ${cfg.eval.split} Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
       else console.error(`no ${cfg.eval.split} split, so no checkpoints/best: use checkpoints/last`);

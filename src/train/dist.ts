@@ -1,0 +1,215 @@
+// Data-parallel training on PyTorch's c10d (a TCPStore rendezvous and a Gloo process group; see
+// engine/dist.ts), as torchrun + DistributedDataParallel do it:
+//  - every rank builds the same model, then rank 0's weights are broadcast (one source of truth);
+//  - each global batch is cut into disjoint per-rank slices (data/loader.ts `shard`);
+//  - after backward, the trainable gradients are averaged in flat buckets (one allreduce each);
+//    each rank's loss is scaled by its share of the global batch, so the average is the gradient of
+//    the global batch's mean loss, also when the last batch does not split evenly;
+//  - clipping, the optimizers and the stage switches then run on identical numbers on every rank;
+//  - evaluation runs on shards and the per-image rows are gathered, so the means are computed over
+//    the same rows, in the same order, as in one process;
+//  - rank 0 alone writes files.
+// Faults: each rank records its progress in the store before a collective; when a collective fails
+// (a peer died: connection closed; or hung: c10d's timeout) the error names the ranks that fell behind.
+import { ProcessGroup, Store, noGrad, tidy, cat, zeros, tensor, type Module, type Tensor } from '../engine/index.js';
+
+export interface DistEnv {
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  localWorldSize: number;
+  masterAddr: string;
+  masterPort: number;
+}
+
+/** torchrun's environment variables (WORLD_SIZE > 1), or null for a single process. */
+export function distEnvFromProcess(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
+  const world = Number(env.WORLD_SIZE ?? '1');
+  if (!(world > 1)) return null;
+  const need = (k: string): string => {
+    const v = env[k];
+    if (v === undefined || v === '') throw new Error(`data-parallel: WORLD_SIZE=${world} but ${k} is not set (set MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK as torchrun does, or use --nproc)`);
+    return v;
+  };
+  const int = (k: string, v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`data-parallel: ${k}=${v} is not a non-negative integer`);
+    return n;
+  };
+  const rank = int('RANK', need('RANK'));
+  if (rank >= world) throw new Error(`data-parallel: RANK=${rank} must be below WORLD_SIZE=${world}`);
+  const port = int('MASTER_PORT', need('MASTER_PORT'));
+  if (port < 1 || port > 65535) throw new Error(`data-parallel: MASTER_PORT=${port} is not a TCP port`);
+  return {
+    rank, worldSize: world, localRank: int('LOCAL_RANK', env.LOCAL_RANK ?? '0'), localWorldSize: int('LOCAL_WORLD_SIZE', env.LOCAL_WORLD_SIZE ?? String(world)),
+    masterAddr: need('MASTER_ADDR'), masterPort: port,
+  };
+}
+
+export interface DataParallelOptions {
+  /** Bytes of gradients per allreduce (DDP's bucket_cap_mb; default 25 MB). */
+  bucketBytes?: number;
+  /** Rendezvous and collective timeout (default 60 s). */
+  timeoutMs?: number;
+}
+
+export class DataParallel {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly isMain: boolean;
+  readonly bucketBytes: number;
+  private seq = 0;
+  private step = 0;
+
+  private constructor(readonly env: DistEnv, private readonly store: Store, private readonly group: ProcessGroup, o: DataParallelOptions) {
+    this.rank = env.rank;
+    this.worldSize = env.worldSize;
+    this.isMain = env.rank === 0;
+    this.bucketBytes = o.bucketBytes ?? 25 * 1024 * 1024;
+  }
+
+  /** Joins the group: rank 0 hosts the store at MASTER_ADDR:MASTER_PORT, the others connect. */
+  static join(env: DistEnv, o: DataParallelOptions = {}): DataParallel {
+    const timeoutMs = o.timeoutMs ?? 60_000;
+    let store: Store;
+    try {
+      store = new Store({ host: env.masterAddr, port: env.masterPort, worldSize: env.worldSize, isMaster: env.rank === 0, timeoutMs });
+    } catch (e) {
+      throw new Error(`data-parallel rank ${env.rank}: no rendezvous at ${env.masterAddr}:${env.masterPort} within ${timeoutMs / 1000} s (${(e as Error).message})`);
+    }
+    const group = new ProcessGroup(store, env.rank, env.worldSize, { backend: 'gloo', timeoutMs });
+    return new DataParallel(env, store, group, o);
+  }
+
+  /** Runs a collective; on failure, names the ranks that did not get as far as this one. */
+  private guard<T>(what: string, f: () => T): T {
+    this.seq++;
+    try {
+      this.store.set(`progress/${this.rank}`, String(this.seq));
+    } catch (e) {
+      throw this.lost(what, e as Error);
+    }
+    try {
+      return f();
+    } catch (e) {
+      throw this.lost(what, e as Error);
+    }
+  }
+
+  private lost(what: string, e: Error): Error {
+    const behind: string[] = [];
+    try {
+      for (let r = 0; r < this.worldSize; r++) {
+        if (r === this.rank) continue;
+        const key = `progress/${r}`;
+        const at = this.store.check([key]) ? Number(this.store.get(key)) : 0;
+        if (at < this.seq) behind.push(`rank ${r}`);
+      }
+    } catch {
+      // The store lives in rank 0's process: without it, rank 0 is the one that is gone.
+      return new Error(`data-parallel rank ${this.rank}: lost rank 0 (it hosts the rendezvous store) during ${what} at step ${this.step}: ${e.message}`);
+    }
+    const who = behind.length ? `lost ${behind.join(', ')} (died or hung: it never reached this ${what})` : 'a peer failed';
+    return new Error(`data-parallel rank ${this.rank}: ${who} at step ${this.step}: ${e.message}`);
+  }
+
+  setStep(step: number): void { this.step = step; }
+
+  /** Rank 0's parameters (and buffers) to every rank. */
+  broadcastModule(m: Module): void {
+    this.guard('broadcast of the initial weights', () => noGrad(() => {
+      for (const [, p] of m.namedParameters()) this.group.broadcast(p, 0);
+    }));
+  }
+
+  /**
+   * Averages the gradients of params across ranks, in buckets of about bucketBytes (one allreduce
+   * each), and sums `extras` (loss terms, counts) alongside. A parameter with a gradient on no rank
+   * keeps none (the optimizers skip it, as in one process); one with a gradient on some ranks gets
+   * the average with zeros for the others.
+   */
+  reduceGradients(params: readonly Tensor[], extras: readonly number[] = []): number[] {
+    return this.guard('gradient allreduce', () => noGrad(() => {
+      const grads = params.map((p) => p.grad);
+      try {
+        // Which parameters have a gradient anywhere, and the extras: one small float64 allreduce.
+        const head = tensor(new Float64Array([...grads.map((g) => (g ? 1 : 0)), ...extras]), [grads.length + extras.length], { dtype: 'float64' });
+        this.group.allreduce(head, 'sum');
+        const summed = head.toArray<'float64'>() as Float64Array;
+        head.dispose();
+        const any = params.map((_, i) => summed[i]! > 0);
+        const idx = params.map((_, i) => i).filter((i) => any[i]);
+        let start = 0;
+        while (start < idx.length) {
+          let bytes = 0;
+          let end = start;
+          while (end < idx.length && (end === start || bytes + params[idx[end]!]!.numel * 4 <= this.bucketBytes)) bytes += params[idx[end++]!]!.numel * 4;
+          const members = idx.slice(start, end);
+          tidy(() => {
+            const flat = cat(members.map((i) => (grads[i] ?? zeros(params[i]!.shape)).flatten()));
+            this.group.allreduce(flat, 'avg');
+            let off = 0;
+            for (const i of members) {
+              const n = params[i]!.numel;
+              const v = flat.narrow(0, off, n).view(...params[i]!.shape);
+              if (grads[i]) grads[i]!.copy_(v);
+              else params[i]!.grad = v.clone();
+              off += n;
+            }
+          });
+          start = end;
+        }
+        return Array.from(summed.subarray(grads.length));
+      } finally {
+        for (const g of grads) g?.dispose();
+      }
+    }));
+  }
+
+  /** Sums a tensor across ranks in place (no autograd). */
+  allreduceSum(t: Tensor): void {
+    this.guard('allreduce', () => this.group.allreduce(t, 'sum'));
+  }
+
+  /** Every rank's value (JSON through the store), in rank order, on every rank. */
+  gather<T>(tag: string, value: T): T[] {
+    return this.guard(`gather of ${tag}`, () => {
+      const key = (r: number) => `gather/${this.seq}/${tag}/${r}`;
+      this.store.set(key(this.rank), JSON.stringify(value));
+      const out: T[] = [];
+      for (let r = 0; r < this.worldSize; r++) out.push(JSON.parse(this.store.get(key(r))) as T);
+      this.group.barrier();  // everyone has read: the keys may be reused by a later gather
+      return out;
+    });
+  }
+
+  barrier(what = 'barrier'): void {
+    this.guard(what, () => this.group.barrier());
+  }
+
+  close(): void {
+    this.group.close();
+    this.store.close();
+  }
+}
+
+let joined: DataParallel | null | undefined;
+
+/**
+ * This process's place in a data-parallel group, joined once (a compare's runs reuse it): from
+ * torchrun's variables (set by `--nproc`/`--nnodes`, or by torchrun itself), with the timeout and
+ * bucket size from NASLORA_DIST_TIMEOUT_S and NASLORA_DIST_BUCKET_MB; null in a single process.
+ */
+export function processDist(): DataParallel | null {
+  if (joined !== undefined) return joined;
+  const env = distEnvFromProcess();
+  const num = (k: string, dflt: number): number => {
+    const v = process.env[k];
+    if (v === undefined || v === '') return dflt;
+    const n = Number(v);
+    if (!(n > 0)) throw new Error(`${k}=${v}: expected a positive number`);
+    return n;
+  };
+  joined = env ? DataParallel.join(env, { timeoutMs: num('NASLORA_DIST_TIMEOUT_S', 60) * 1000, bucketBytes: num('NASLORA_DIST_BUCKET_MB', 25) * 1024 * 1024 }) : null;
+  return joined;
+}
