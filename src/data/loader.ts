@@ -15,6 +15,7 @@
 // Determinism: the epoch order depends on (seed, epoch) only, and each sample's augmentation draws
 // from its own PRNG seeded by (seed, epoch, id), so prefetch timing and concurrency never change a batch.
 import sharp from 'sharp';
+import { MAX_IMAGE_PIXELS, sharpInputOptions } from '../io/image.js';
 import { type Sample, hashSeed, mulberry32, shuffleInPlace } from './dataset.js';
 
 export const SAM_PIXEL_MEAN: readonly [number, number, number] = [123.675, 116.28, 103.53];
@@ -80,7 +81,10 @@ export interface Gray {
 /** Decodes any sharp-readable file to 8-bit RGB HWC (grey expands to RGB, alpha dropped, 16-bit scaled).
  *  EXIF orientation is NOT applied (as in PIL), so images and masks stay aligned pixel for pixel. */
 export async function decodeRgb(file: string): Promise<{ data: Uint8Array; width: number; height: number }> {
-  const { data, info } = await sharp(file).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  // Under the pixel limit: libvips refuses a header declaring more before decoding (decompression bombs).
+  const { data, info } = await sharp(file, sharpInputOptions(MAX_IMAGE_PIXELS)).removeAlpha().toColourspace('srgb').raw()
+    .toBuffer({ resolveWithObject: true })
+    .catch((e: Error) => { throw /exceeds pixel limit/.test(e.message) ? new Error(`${file}: image has more pixels than the limit of ${MAX_IMAGE_PIXELS}`) : e; });
   if (info.channels !== 3) throw new Error(`${file}: decoded to ${info.channels} channels, expected 3`);
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
 }

@@ -8,7 +8,7 @@
 // JPEG decoding itself is libjpeg(-turbo) islow IDCT + fancy upsampling in both, and is byte-identical
 // on every image of the shared datasets (see test/image.test.ts).
 import * as fs from 'node:fs';
-import sharp from 'sharp';
+import sharp, { type Metadata, type SharpOptions } from 'sharp';
 import { writeFileAtomic } from './atomic.js';
 /** An 8-bit image, HWC (row-major, channels interleaved). */
 export interface ImageU8 {
@@ -34,6 +34,39 @@ export class ImageDecodeError extends Error {
   constructor(what: string, reason: string) { super(`cannot decode image ${what}: ${reason}`); }
 }
 
+/**
+ * Largest pixel count (width × height, from the file's header) that decoding accepts: 8192 × 8192.
+ * A tiny compressed file can declare a huge image (a decompression bomb: a PNG of zeros declaring
+ * 50000 × 50000 is a few hundred KB); the header is checked against this limit before any pixel
+ * buffer is allocated or anything is decoded. Override per call with `DecodeOptions.maxPixels`.
+ */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+
+/** The image declares more pixels than allowed (an HTTP server answers 413 to this). */
+export class ImageTooLargeError extends ImageDecodeError {
+  constructor(what: string, readonly width: number, readonly height: number, readonly limit: number) {
+    super(what, `image has ${width}×${height} = ${width * height} pixels, more than the limit of ${limit}`);
+  }
+}
+
+export interface DecodeOptions {
+  /** Largest width × height accepted (default MAX_IMAGE_PIXELS). */
+  maxPixels?: number;
+}
+
+/** Checks a `maxPixels` option; returns the limit to apply. */
+export function pixelLimit(opts: DecodeOptions = {}): number {
+  const limit = opts.maxPixels ?? MAX_IMAGE_PIXELS;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`maxPixels must be a positive integer, got ${limit}`);
+  return limit;
+}
+
+/**
+ * sharp's options for decoding untrusted input under a pixel limit. libvips checks it after reading
+ * the header, before decoding (a second line of defence behind the explicit check on metadata()).
+ */
+export const sharpInputOptions = (limit: number): SharpOptions => ({ limitInputPixels: limit });
+
 function readInput(fileOrBuffer: string | Uint8Array): { what: string; buf: Buffer } {
   if (typeof fileOrBuffer !== 'string') {
     const buf = Buffer.from(fileOrBuffer.buffer, fileOrBuffer.byteOffset, fileOrBuffer.byteLength);
@@ -51,19 +84,35 @@ function readInput(fileOrBuffer: string | Uint8Array): { what: string; buf: Buff
   return { what: fileOrBuffer, buf };
 }
 
-/** Decodes any format sharp reads (JPEG, PNG, WebP, TIFF, GIF, …) to RGB like PIL's `convert('RGB')`. */
-export async function decodeImage(fileOrBuffer: string | Uint8Array): Promise<RgbImage> {
+/**
+ * Decodes any format sharp reads (JPEG, PNG, WebP, TIFF, GIF, …) to RGB like PIL's `convert('RGB')`.
+ * Images whose header declares more than `opts.maxPixels` (default MAX_IMAGE_PIXELS) pixels are
+ * refused with an ImageTooLargeError before anything is allocated or decoded.
+ */
+export async function decodeImage(fileOrBuffer: string | Uint8Array, opts: DecodeOptions = {}): Promise<RgbImage> {
+  const limit = pixelLimit(opts);
   const { what, buf } = readInput(fileOrBuffer);
+  let meta: Metadata;
   try {
-    const meta = await sharp(buf).metadata();
-    const { width, height } = meta;
-    if (!width || !height) throw new Error('image has no size');
+    // Header only (no pixels are decoded): unlimited here, so that the limit is reported with the size.
+    meta = await sharp(buf, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new ImageDecodeError(what, (e as Error).message);
+  }
+  const { width, height } = meta;
+  if (!width || !height) throw new ImageDecodeError(what, 'image has no size');
+  if (width * height > limit) throw new ImageTooLargeError(what, width, height, limit);
+  const input = { ...sharpInputOptions(limit), ignoreIcc: true };
+  try {
+    // The output is allocated only once libvips has decoded the pixels (a truncated file fails first).
     const n = width * height;
-    const rgb = new Uint8Array(n * 3);
+    let rgb: Uint8Array;
     if (meta.space === 'cmyk') {
       // PIL cmyk2rgb: R = 255 - K - C*(255-K)/255 with its MULDIV255 rounding; no colour management.
-      const { data } = await sharp(buf, { ignoreIcc: true }).pipelineColourspace('cmyk').toColourspace('cmyk')
+      const { data, info } = await sharp(buf, input).pipelineColourspace('cmyk').toColourspace('cmyk')
         .raw().toBuffer({ resolveWithObject: true });
+      if (info.channels !== 4 || data.length !== n * 4) throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
+      rgb = new Uint8Array(n * 3);
       for (let i = 0; i < n; i++) {
         const nk = 255 - data[4 * i + 3];
         for (let c = 0; c < 3; c++) {
@@ -73,15 +122,17 @@ export async function decodeImage(fileOrBuffer: string | Uint8Array): Promise<Rg
       }
     } else if (meta.channels === 1 && meta.depth === 'ushort') {
       // PIL opens 16-bit grey as mode 'I'; I -> RGB clips to 255 (it does not rescale).
-      const { data } = await sharp(buf).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      const { data, info } = await sharp(buf, sharpInputOptions(limit)).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      if (info.channels !== 1 || data.length !== n * 2) throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
       const v16 = new Uint16Array(data.buffer, data.byteOffset, n);
+      rgb = new Uint8Array(n * 3);
       for (let i = 0; i < n; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = Math.min(255, v16[i]);
     } else {
       // Palette, grey, grey+alpha, RGB(A), 16-bit RGB (high byte, as PIL): libvips gives PIL's values.
-      const { data, info } = await sharp(buf, { ignoreIcc: true }).removeAlpha().toColourspace('srgb')
+      const { data, info } = await sharp(buf, input).removeAlpha().toColourspace('srgb')
         .raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
       if (info.channels !== 3 || data.length !== n * 3) throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
-      rgb.set(data);
+      rgb = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     }
     return { data: rgb, width, height, channels: 3 };
   } catch (e) {
@@ -102,8 +153,8 @@ export function rgbToGrey(img: RgbImage): Uint8Array {
  * Reads a mask file: grey as PIL `convert('L')` (colour masks through the luma formula, grey ones
  * unchanged), then `grey > threshold` → 1. The default 127 suits 0/255 masks with JPEG noise.
  */
-export async function decodeMask(fileOrBuffer: string | Uint8Array, threshold = 127): Promise<BinaryMask> {
-  const img = await decodeImage(fileOrBuffer);
+export async function decodeMask(fileOrBuffer: string | Uint8Array, threshold = 127, opts: DecodeOptions = {}): Promise<BinaryMask> {
+  const img = await decodeImage(fileOrBuffer, opts);
   const grey = rgbToGrey(img);
   const data = new Uint8Array(grey.length);
   for (let i = 0; i < grey.length; i++) data[i] = grey[i] > threshold ? 1 : 0;

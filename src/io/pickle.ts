@@ -87,7 +87,9 @@ function callAllowed(fn: unknown, args: unknown): unknown {
         !isIntArray(size) || !isIntArray(stride) || size.length !== stride.length) {
         throw new PickleError(`malformed ${REBUILD_TENSOR} arguments`);
       }
-      return new TensorRef(storage, offset as number, [...size], [...stride]);
+      // BINFLOAT can give -0, which passes as an integer: make it 0.
+      const int = (d: number): number => (d === 0 ? 0 : d);
+      return new TensorRef(storage, int(offset as number), size.map(int), stride.map(int));
     }
     case REBUILD_PARAM: {
       // (data, requires_grad, backward_hooks): a Parameter is just its data here.
@@ -144,11 +146,16 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions = {}): unknown 
     return Number(n);
   };
   const long = (n: number): number => {
-    // little-endian two's complement (LONG1/LONG4)
-    let v = 0n;
+    // little-endian two's complement (LONG1/LONG4). Only safe integers are accepted, so only the low
+    // 8 bytes can matter: the others must be sign extension (building a BigInt of a LONG4 of
+    // megabytes would take quadratic time).
     const p = need(n);
-    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[p + i]);
-    if (n > 0 && buf[p + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
+    if (n === 0) return 0;
+    const fill = buf[p + n - 1] & 0x80 ? 0xff : 0;
+    for (let i = 8; i < n; i++) if (buf[p + i] !== fill) throw new PickleError(`integer of ${n} bytes at offset ${p} too large`);
+    let v = 0n;
+    for (let i = Math.min(n, 8) - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[p + i]);
+    if (fill) v -= 1n << BigInt(8 * Math.min(n, 8));
     if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw new PickleError(`integer ${v} too large`);
     return Number(v);
   };
@@ -171,7 +178,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions = {}): unknown 
   };
   const append = (l: unknown, items: unknown[]): void => {
     if (!Array.isArray(l) || isTuple(l)) throw new PickleError(`APPEND(S) on ${describe(l)}`);
-    l.push(...items);
+    for (const v of items) l.push(v); // not push(...items): a spread of 10^5+ items overflows the call stack
   };
 
   for (;;) {

@@ -4,7 +4,7 @@
 // The zip central directory is parsed here directly from a file descriptor so that tensors are read
 // lazily, one at a time, straight from their offset in the file (vit_h is 2.5 GB).
 import * as fs from 'node:fs';
-import { PickleError, StorageRef, TensorRef, pickleAttributes, unpickle } from './pickle.js';
+import { PickleError, TensorRef, pickleAttributes, unpickle } from './pickle.js';
 import { DTYPE_BYTES, numel, type LazyTensor, type TensorSource } from './raw.js';
 import { openSafetensors } from './safetensors.js';
 
@@ -65,6 +65,7 @@ function readZipDirectory(fd: number, size: number, fail: (m: string) => never):
     // ZIP64 extra field (id 1): the 64-bit values of exactly those fields that are 0xFFFFFFFF above.
     for (let x = p + 46 + nameLen, end = x + extraLen; x + 4 <= end;) {
       const id = cd.readUInt16LE(x), len = cd.readUInt16LE(x + 2);
+      if (x + 4 + len > end) fail(`corrupt zip central directory: extra field ${id} of '${name}' overruns its entry`);
       if (id === 1) {
         let q = x + 4;
         const next = (): number => {
@@ -77,6 +78,10 @@ function readZipDirectory(fd: number, size: number, fail: (m: string) => never):
         if (localOffset === 0xffffffff) localOffset = next();
       }
       x += 4 + len;
+    }
+    // Sizes and offsets come from the file: check them against its size before anything is read or allocated.
+    if (localOffset >= size || usize > size || csize > size) {
+      fail(`corrupt zip central directory: entry '${name}' (local header at ${localOffset}, ${usize} bytes) lies outside the ${size}-byte file`);
     }
     entries.set(name, { name, method, size: usize, csize, localOffset });
     p += 46 + nameLen + extraLen + commentLen;
@@ -120,14 +125,42 @@ function gather(src: Buffer, base: number, t: TensorRef, el: number): Uint8Array
   return out;
 }
 
-/** Flattens nested dicts of tensors into dotted names; scalar leaves go to metadata, others (lists...) are ignored. */
-function flatten(v: unknown, prefix: string, tensors: Map<string, TensorRef>, metadata: Record<string, string>, fail: (m: string) => never): void {
-  if (v instanceof Map) {
-    for (const [k, x] of v) flatten(x, prefix ? `${prefix}.${String(k)}` : String(k), tensors, metadata, fail);
-  } else if (v instanceof TensorRef) tensors.set(prefix, v);
-  else if (v === null || ['string', 'number', 'boolean'].includes(typeof v)) metadata[prefix] = String(v);
-  else if (!prefix) fail('data.pkl does not hold a dict (state dict)');
+const isScalar = (v: unknown): v is string | number | boolean | null => v === null || ['string', 'number', 'boolean'].includes(typeof v);
+
+/**
+ * Flattens nested dicts of tensors into dotted names; scalar leaves go to metadata, others (lists...)
+ * are ignored. Iterative and budgeted: a crafted pickle can nest dicts deeper than the call stack,
+ * contain itself through the memo, or share one dict under two keys at every level (2^depth names
+ * from a few hundred bytes); `budget` bounds the entries visited.
+ */
+function flatten(root: unknown, budget: number, tensors: Map<string, TensorRef>, metadata: Record<string, string>, fail: (m: string) => never): void {
+  if (!(root instanceof Map)) fail('data.pkl does not hold a dict (state dict)');
+  type Item = { v: unknown; prefix: string } | { leave: Map<unknown, unknown> };
+  const todo: Item[] = [{ v: root, prefix: '' }];
+  const open = new Set<Map<unknown, unknown>>(); // the dicts on the current path
+  let visited = 0;
+  while (todo.length) {
+    const item = todo.pop()!;
+    if ('leave' in item) { open.delete(item.leave); continue; }
+    const { v, prefix } = item;
+    if (++visited > budget) fail(`data.pkl expands to more than ${budget} entries (dicts shared under many names); not a plain state dict`);
+    if (v instanceof Map) {
+      if (open.has(v)) fail(`data.pkl: the dict at '${prefix}' contains itself`);
+      open.add(v);
+      todo.push({ leave: v });
+      const children: Item[] = [];
+      for (const [k, x] of v) {
+        if (!isScalar(k)) fail(`data.pkl: a key of the dict at '${prefix}' is not a string`);
+        children.push({ v: x, prefix: prefix ? `${prefix}.${String(k)}` : String(k) });
+      }
+      for (let i = children.length - 1; i >= 0; i--) todo.push(children[i]); // keep the dict's order
+    } else if (v instanceof TensorRef) tensors.set(prefix, v);
+    else if (isScalar(v)) metadata[prefix] = String(v);
+  }
 }
+
+/** Most dimensions a tensor may have (PyTorch's own limit for most operations; SAM's tensors have at most 4). */
+const MAX_DIMS = 64;
 
 const LEGACY = 'legacy torch.save format (before torch 1.6) not supported, re-save with torch>=1.6 (torch.save(torch.load(f), f))';
 
@@ -155,36 +188,45 @@ export function openPth(file: string): TensorSource {
       if (order !== 'little') fail(`byteorder '${order}': only little-endian checkpoints are supported`);
     }
     let root: unknown;
+    const pickled = record('data.pkl');
     try {
-      root = unpickle(record('data.pkl'));
+      root = unpickle(pickled);
     } catch (e) {
       if (e instanceof PickleError) fail(`data.pkl: ${e.message}`);
-      throw e;
+      fail(`data.pkl: unreadable pickle (${(e as Error).message})`);
     }
     const refs = new Map<string, TensorRef>();
     const metadata: Record<string, string> = { format: 'pt' };
-    flatten(root, '', refs, metadata, fail);
+    // Each entry of a plain state dict costs a few bytes of pickle; far more names than bytes means amplification.
+    flatten(root, Math.max(10_000, 16 * pickled.length), refs, metadata, fail);
     // String attributes of the state dict (writePth's `attributes`, e.g. naslora_sam_config) are metadata too.
     if (root instanceof Map) for (const [k, v] of pickleAttributes(root)) if (typeof v === 'string') metadata[k] = v;
 
-    // Check every tensor against its storage record now, so that a broken file fails at open.
-    const storages = new Map<string, { pos: number; storage: StorageRef }>();
+    // Check every tensor against its storage record now, so that a broken file fails at open. Each
+    // reference is checked on its own: tensors sharing a storage may view it with different dtypes.
+    const records = new Map<string, { pos: number; size: number }>();
     const tensors = new Map<string, LazyTensor>();
     for (const [name, t] of refs) {
       const st = t.storage, el = DTYPE_BYTES[st.dtype];
-      let s = storages.get(st.key);
-      if (!s) {
+      let rec = records.get(st.key);
+      if (!rec) {
         const e = entries.get(`${archive}/data/${st.key}`);
         if (!e) fail(`storage record '${archive}/data/${st.key}' of tensor '${name}' is missing`);
-        if (e!.size < st.numel * el) fail(`storage record '${archive}/data/${st.key}' is ${e!.size} bytes, too short for ${st.numel} ${st.dtype} values`);
-        s = { pos: dataOffset(fd, size, e!, fail), storage: st };
-        storages.set(st.key, s);
+        rec = { pos: dataOffset(fd, size, e!, fail), size: e!.size };
+        records.set(st.key, rec);
       }
-      const n = numel(t.shape);
+      // Gathering a strided view costs O(ndim) per run of elements: a pickle with 10^5 dims of size 1 is a CPU bomb.
+      if (t.shape.length > MAX_DIMS) fail(`tensor '${name}' has ${t.shape.length} dimensions, more than ${MAX_DIMS}`);
+      if (rec.size < st.numel * el) fail(`storage record '${archive}/data/${st.key}' is ${rec.size} bytes, too short for ${st.numel} ${st.dtype} values`);
+      const n = t.shape.includes(0) ? 0 : numel(t.shape);
       let last = t.offset; // largest element index the view touches
       t.shape.forEach((d, i) => { last += (d - 1) * t.stride[i]; });
-      if (n > 0 && last >= s.storage.numel) fail(`tensor '${name}' (offset ${t.offset}, shape ${JSON.stringify(t.shape)}, stride ${JSON.stringify(t.stride)}) reaches past its storage of ${s.storage.numel} values`);
-      const pos = s.pos;
+      const view = `tensor '${name}' (offset ${t.offset}, shape ${JSON.stringify(t.shape)}, stride ${JSON.stringify(t.stride)})`;
+      if (n > 0 && last >= st.numel) fail(`${view} reaches past its storage of ${st.numel} values`);
+      // A view whose elements are distinct fits in its storage, so in the file; only one that repeats
+      // elements (stride 0, as expand() makes) can be larger once materialised: bounded by the file size.
+      if (n * el > size) fail(`${view} is ${n * el} bytes once materialised, more than the whole ${size}-byte file (a broadcast view?); not supported`);
+      const pos = rec.pos;
       tensors.set(name, {
         dtype: st.dtype, shape: t.shape,
         read(): Uint8Array {

@@ -13,7 +13,10 @@ const DTYPE_TO_ST: Record<DType, string> = Object.fromEntries(
   Object.entries(ST_TO_DTYPE).map(([k, v]) => [v, k]),
 ) as Record<DType, string>;
 
-interface HeaderEntry { dtype: string; shape: number[]; data_offsets: [number, number] }
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const describeJson = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+/** A header value in an error message, cut short (a corrupt header can hold megabytes). */
+const brief = (v: unknown): string => { const s = JSON.stringify(v) ?? String(v); return s.length > 80 ? `${s.slice(0, 77)}...` : s; };
 
 export class SafetensorsError extends Error {
   constructor(file: string, msg: string) { super(`${file}: not a valid safetensors file: ${msg}`); }
@@ -32,30 +35,39 @@ export function openSafetensors(file: string): TensorSource {
     }
     const hbuf = Buffer.alloc(headerLen);
     fs.readSync(fd, hbuf, 0, headerLen, 8);
-    let header: Record<string, unknown>;
+    let header: unknown;
     try {
-      header = JSON.parse(hbuf.toString('utf8')) as Record<string, unknown>;
+      header = JSON.parse(hbuf.toString('utf8'));
     } catch (e) {
       throw new SafetensorsError(file, `header is not JSON (${(e as Error).message})`);
     }
+    if (!isObject(header)) throw new SafetensorsError(file, `header is ${describeJson(header)}, not a JSON object`);
     const dataStart = 8 + headerLen;
-    const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+    const metadata = header.__metadata__ ?? {};
+    if (!isObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string')) {
+      throw new SafetensorsError(file, `__metadata__ must map names to strings, got ${brief(metadata)}`);
+    }
     const entries = new Map<string, LazyTensor>();
-    for (const [name, v] of Object.entries(header)) {
+    for (const [name, e] of Object.entries(header)) {
       if (name === '__metadata__') continue;
-      const e = v as HeaderEntry;
-      const dtype = ST_TO_DTYPE[e?.dtype];
-      if (!dtype) throw new SafetensorsError(file, `tensor '${name}' has unsupported dtype ${String(e?.dtype)}`);
-      if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
-        throw new SafetensorsError(file, `tensor '${name}' has an invalid shape`);
+      if (!isObject(e)) throw new SafetensorsError(file, `tensor '${name}' is ${describeJson(e)}, not an object with dtype, shape and data_offsets`);
+      const dtype = typeof e.dtype === 'string' && Object.hasOwn(ST_TO_DTYPE, e.dtype) ? ST_TO_DTYPE[e.dtype] : undefined;
+      if (!dtype) throw new SafetensorsError(file, `tensor '${name}' has unsupported dtype ${brief(e.dtype)}`);
+      if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+        throw new SafetensorsError(file, `tensor '${name}' has an invalid shape ${brief(e.shape)} (expected non-negative integers)`);
       }
-      const [b, en] = e.data_offsets ?? [];
-      const want = byteLength({ dtype, shape: e.shape });
-      if (!Number.isInteger(b) || !Number.isInteger(en) || en - b !== want || dataStart + en > size) {
-        throw new SafetensorsError(file, `tensor '${name}' offsets [${b}, ${en}] do not match its shape ${JSON.stringify(e.shape)} or the file size`);
+      const shape = (e.shape as number[]).map((d) => (d === 0 ? 0 : d)); // JSON's -0 passes as an integer >= 0: make it 0
+      const offsets = e.data_offsets;
+      if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+        throw new SafetensorsError(file, `tensor '${name}' has invalid data_offsets ${brief(offsets)} (expected [begin, end])`);
+      }
+      const [b, en] = offsets as [number, number];
+      const want = shape.includes(0) ? 0 : byteLength({ dtype, shape });
+      if (en < b || en - b !== want || dataStart + en > size) {
+        throw new SafetensorsError(file, `tensor '${name}' offsets [${b}, ${en}] do not match its shape ${JSON.stringify(shape)} or the file size`);
       }
       entries.set(name, {
-        dtype, shape: e.shape,
+        dtype, shape,
         read(): Uint8Array {
           const out = Buffer.alloc(want);
           let off = 0;
@@ -69,7 +81,7 @@ export function openSafetensors(file: string): TensorSource {
       });
     }
     return {
-      format: 'safetensors', metadata,
+      format: 'safetensors', metadata: metadata as Record<string, string>,
       keys: () => [...entries.keys()],
       get: (n) => entries.get(n),
       close: () => fs.closeSync(fd),
