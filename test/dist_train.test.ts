@@ -179,3 +179,31 @@ test('kill -9 a worker: the other names the lost rank within the timeout; --resu
   const w = worstRel(weights(cut), weights(full));
   assert.ok(w.rel < 1e-6, `${w.name} differs by ${w.rel}`);
 });
+
+test('compare --nproc 2: every run data-parallel, the same results as one process; pretrain --nproc 2 writes its checkpoint', () => {
+  const base = {
+    model: { pretrained: 'none', checkpoint: null, config: modelConfig },
+    data: { dir: null, synthetic: { kind: 'target', n: 40, size: 32, seed: 3 }, image_size: 32, batch_size: 4, splits: { seed: 0, fractions: [0.6, 0.2, 0.2], arch_frac: 0.15 } },
+    method: { rank: 4 }, train: { epochs: null, steps: 6, eval_every: 3, log_every: 2 },
+  };
+  const results: Array<{ methods: Array<{ method: string; dice_mean: number; iou_mean: number }> }> = [];
+  for (const [name, extra] of [['one', []], ['two', ['--nproc', '2']]] as const) {
+    const file = path.join(work, `compare-${name}.yaml`);
+    fs.writeFileSync(file, JSON.stringify({ base, methods: ['lora', 'nas-lora'], seeds: [0], out_dir: path.join(work, `compare-${name}`) }));
+    const r = cli(['compare', '-c', file, '--json', ...extra]);
+    assert.equal(r.status, 0, r.stderr);
+    results.push(JSON.parse(r.stdout) as (typeof results)[number]);
+  }
+  assert.equal(results[1]!.methods.length, 2);
+  results[1]!.methods.forEach((m, i) => {
+    assert.ok(Math.abs(m.dice_mean - results[0]!.methods[i]!.dice_mean) <= 1e-6, `${m.method} dice`);
+    assert.ok(Math.abs(m.iou_mean - results[0]!.methods[i]!.iou_mean) <= 1e-6, `${m.method} iou`);
+  });
+  const pre = path.join(work, 'pretrain2');
+  const p = cli(['pretrain', '-c', 'decoder-only', '--set', `model.config=${modelConfig}`, '--set', 'model.checkpoint=null', '--set', 'model.pretrained=none',
+    '--set', 'data.dir=null', '--set', 'data.synthetic={kind: source, n: 24, size: 32, seed: 0}', '--set', 'data.image_size=32', '--set', 'data.batch_size=4',
+    '--set', 'train.epochs=null', '--set', 'train.steps=4', '--set', `train.out_dir=${pre}`, '--nproc', '2']);
+  assert.equal(p.status, 0, p.stderr);
+  assert.ok(fs.existsSync(path.join(pre, 'sam.safetensors')));
+  assert.doesNotMatch(p.stderr, /\[rank 1\].*pretrained in/);  // rank 1 stays quiet
+});

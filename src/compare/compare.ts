@@ -24,7 +24,8 @@ import {
   type PresetName, type RunConfig,
 } from '../train/config.js';
 import { buildModel, loadSplits, runTraining, scoringOf, writeTestDetails, type Scoring } from '../train/run.js';
-import { evaluateReport } from '../train/trainer.js';
+import { processDist } from '../train/dist.js';
+import { evaluateShards } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
@@ -435,26 +436,35 @@ export function readRunRecord(r: PlannedRun, status: RunStatus): CompareRunRecor
 /** Zero-shot: the base checkpoint on the test split, no adapters, no training. */
 async function runZeroShot(r: PlannedRun, log: (m: string) => void): Promise<void> {
   const cfg = r.cfg;
-  fs.mkdirSync(r.runDir, { recursive: true });
-  writeFileAtomic(path.join(r.runDir, 'config.resolved.json'), JSON.stringify(cfg, null, 2) + '\n');
+  const dist = processDist();
+  const main = !dist || dist.isMain;
+  if (main) {
+    fs.mkdirSync(r.runDir, { recursive: true });
+    writeFileAtomic(path.join(r.runDir, 'config.resolved.json'), JSON.stringify(cfg, null, 2) + '\n');
+  }
   const splits = loadSplits(cfg, 0);
   const b = buildModel(cfg, log);
   let test: ImageMetrics & { count: number };
   try {
-    const rep = await evaluateReport(b.seg, splits.test, cfg);
+    const rep = await evaluateShards(b.seg, splits.test, cfg, dist);
     test = rep.summary;
-    await writeTestDetails(r.runDir, b.seg, splits.test, rep.rows, cfg);
+    if (main) await writeTestDetails(r.runDir, b.seg, splits.test, rep.rows, cfg);
   } finally {
     b.sam.dispose();
   }
-  writeFileAtomic(path.join(r.runDir, 'metrics.json'), JSON.stringify({
+  if (main) writeFileAtomic(path.join(r.runDir, 'metrics.json'), JSON.stringify({
     method: ZERO_SHOT, trainable_parameters: 0, adapter_parameters: 0, seconds: 0, scoring: scoringOf(cfg), best: null, val: null, test,
   }, null, 2) + '\n');
+  dist?.barrier('end of zero-shot');
 }
 
 /** Runs (or skips, or resumes) every planned run in order, then writes compare.json and compare.md. */
 export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Promise<CompareResult> {
-  const log = o.log ?? ((m: string) => process.stderr.write(m + '\n'));
+  // Data-parallel: every rank walks the same plan (each run is trained by all of them); rank 0
+  // alone speaks, removes and writes.
+  const dist = processDist();
+  const main = !dist || dist.isMain;
+  const log = !main ? () => undefined : o.log ?? ((m: string) => process.stderr.write(m + '\n'));
   const progress = o.progress ?? ((label: string, cfg: RunConfig) => makeProgress(label, { logEvery: cfg.train.log_every, jsonStream: process.stderr }));
   for (const w of plan.warnings) log(`compare: note: ${w}`);
   const n = plan.runs.length;
@@ -476,7 +486,7 @@ export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Pro
     const t0 = Date.now();
     let status: RunStatus;
     if (r.preset === ZERO_SHOT) {
-      if (state !== 'absent') fs.rmSync(r.runDir, { recursive: true, force: true });
+      if (state !== 'absent' && main) fs.rmSync(r.runDir, { recursive: true, force: true });
       await runZeroShot(r, (m) => log(`compare: ${m}`));
       status = 'evaluated';
     } else if (state === 'resumable') {
@@ -486,7 +496,8 @@ export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Pro
     } else {
       if (state === 'partial') {
         log(`compare: ${r.runDir} holds a partial run without a checkpoint: removing it and starting afresh`);
-        fs.rmSync(r.runDir, { recursive: true, force: true });
+        if (main) fs.rmSync(r.runDir, { recursive: true, force: true });
+        dist?.barrier('clearing a partial run folder');
       }
       await runTraining(r.cfg, { progress: progress(`${r.method} seed ${r.seed}`, r.cfg) });
       status = 'trained';
@@ -496,8 +507,10 @@ export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Pro
     records.push(readRunRecord(r, status));
   }
   const result: CompareResult = { runs: records, methods: summarize(plan.methods, records) };
-  writeFileAtomic(path.join(plan.outDir, 'compare.json'), JSON.stringify(result, null, 2) + '\n');
-  writeFileAtomic(path.join(plan.outDir, 'compare.md'), formatCompareMarkdown(result));
+  if (main) {
+    writeFileAtomic(path.join(plan.outDir, 'compare.json'), JSON.stringify(result, null, 2) + '\n');
+    writeFileAtomic(path.join(plan.outDir, 'compare.md'), formatCompareMarkdown(result));
+  }
   return result;
 }
 

@@ -139,7 +139,7 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
       trainScore = (await evaluateShards(built.seg, splits.train, cfg, dist)).summary;
       progress.log(`nothing held out: scored on the training data (not a held-out estimate): ${Object.entries(trainScore).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
     }
-    o.afterTrain?.(built);
+    if (main) o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);
     const adapterParams = countByPart(built.sam).filter((c) => ['lora', 'ops', 'alpha'].includes(c.part)).reduce((a, c) => a + c.total, 0);
     if (main) writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
-import { auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import { ConvLoraLayer, auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import { meanOfRows, type ImageMetrics, type MetricRow } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
 import { pickExamples, saveExamples, type ExamplesFile } from '../eval/examples.js';
@@ -208,9 +208,11 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   }
 
   if (dist) {
+    // A rank whose slice of the last (short) batch is empty skips that forward; Conv-LoRA cannot, as
+    // its forward takes part in collectives (the load-balancing sums).
     const tail = inp.train.length % cfg.data.batch_size;
-    if (tail > 0 && tail < dist.worldSize)
-      throw new Error(`data-parallel: the last batch of each epoch has ${tail} sample(s) (${inp.train.length} training samples, data.batch_size ${cfg.data.batch_size}), fewer than the ${dist.worldSize} ranks: change data.batch_size or use train.steps with a size that divides`);
+    if (tail > 0 && tail < dist.worldSize && layers.some((l) => l.layer instanceof ConvLoraLayer))
+      throw new Error(`data-parallel Conv-LoRA: the last batch of each epoch has ${tail} sample(s) (${inp.train.length} training samples, data.batch_size ${cfg.data.batch_size}), fewer than the ${dist.worldSize} ranks; every rank needs a sample in every batch (Conv-LoRA's load-balancing loss is summed across ranks in the forward): change data.batch_size`);
     // One source of truth for the starting weights (a resumed run has just loaded them on every rank).
     dist.broadcastModule(model.module);
     crossReplica.sum = (t) => dist.allreduceSum(t);
@@ -277,16 +279,16 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     if (searching && alternate && alphaIt) {
       const b = (await alphaIt.next()).value as Batch;
       setTrainable(model.module, ['alpha']);
-      tidy(() => {
+      alphaOpt!.zeroGrad();
+      if (b.batchSize > 0) tidy(() => {
         const { images, masks } = toTensors(b);
-        alphaOpt!.zeroGrad();
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
         const l = lossOf(b, out, masks).total;
         const r = search.regularizer();
         (r ? l.add(r) : l).backward();
-        dist?.reduceGradients(alphaParams);
-        alphaOpt!.step();
       });
+      dist?.reduceGradients(alphaParams);
+      alphaOpt!.step();
       setTrainable(model.module, partsOf(p.stage).filter((x) => x !== 'alpha'));
     }
 
@@ -295,6 +297,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
     if (searching && !alternate) alphaOpt!.zeroGrad();
     for (let k = 0; k < accum; k++) {
       const b = (await trainIt.next()).value as Batch;
+      if (b.batchSize === 0) continue;  // data-parallel: no sample of a short last batch for this rank
       stepLoss += tidy(() => {
         const { images, masks } = toTensors(b);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { formatCompareMarkdown, planCompare, runCompare, type ComparePlan } from '../../compare/compare.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
 import { reportAfter } from './report.js';
+import { addLaunchOptions, isSecondaryRank, maybeLaunch, type LaunchOptions } from '../launch.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -31,21 +32,24 @@ partial ones without a checkpoint; a run folder made with another config is an e
 Time ratios are against the methods named conv-lora and lora (or the only entry with that preset).`;
 
 export function registerCompare(program: Command): void {
-  program
+  addLaunchOptions(program
     .command('compare')
     .description('fair multi-seed comparison: every method × seed with the same data splits, steps, batch and evaluation; writes compare.json and compare.md')
     .requiredOption('-c, --config <compare.yaml>', 'compare file: base (path relative to the compare file, or inline), methods, seeds, out_dir')
     .option('--set <key=value>', 'override a run-config value in every run, after each method\'s set (repeatable); train.seed, train.out_dir and method.name are compare\'s', collect, [])
     .option('--json', 'print {"runs":[...],"methods":[...]} on stdout and nothing else (all progress on stderr)')
     .option('--dry-run', 'validate and resolve everything (every run config, file paths, checkpoint header, data listing, run folders), print the plan, each method\'s resolved config and parameter table, and exit')
-    .addHelpText('after', EXAMPLE)
-    .action(async (o: { config: string; set: string[]; json?: boolean; dryRun?: boolean }) => {
+    .addHelpText('after', EXAMPLE))
+    .action(async (o: { config: string; set: string[]; json?: boolean; dryRun?: boolean } & LaunchOptions) => {
       const plan = planCompare(o.config, o.set);
       if (o.dryRun) {
         process.stdout.write(formatCompareDryRun(plan));
         return;
       }
+      const launched = await maybeLaunch(o);
+      if (launched !== null) { process.exitCode = launched; return; }
       const r = await runCompare(plan);
+      if (isSecondaryRank()) return;
       if (o.json) process.stdout.write(JSON.stringify({ runs: r.runs, methods: r.methods }) + '\n');
       else {
         process.stdout.write(formatCompareMarkdown(r));

@@ -35,19 +35,22 @@ export function registerTrain(program: Command): void {
       await reportAfter(r.runDir);
     });
 
-  program
+  addLaunchOptions(program
     .command('pretrain')
     .description('train a small SAM from scratch (every part), e.g. where no SAM checkpoint can be downloaded')
     .requiredOption('-c, --config <file|preset>', 'YAML run config or preset (model.config names the SAM configuration)')
     .option('--set <key=value>', 'override a config value (repeatable)', collect, [])
-    .option('--dry-run', 'resolve the config, list the data, print the resolved pretraining config and the parameter table, and exit')
-    .action(async (o: { config: string; set: string[]; dryRun?: boolean }) => {
+    .option('--dry-run', 'resolve the config, list the data, print the resolved pretraining config and the parameter table, and exit'))
+    .action(async (o: { config: string; set: string[]; dryRun?: boolean } & LaunchOptions) => {
       const cfg = loadConfig(o.config, o.set);
       if (o.dryRun) {
         console.log(formatRunCheck(checkRun(pretrainConfig(cfg))));
         return;
       }
+      const launched = await maybeLaunch(o);
+      if (launched !== null) { process.exitCode = launched; return; }
       const r = await pretrain(cfg);
+      if (isSecondaryRank()) return;
       console.error(`pretrained in ${r.seconds.toFixed(1)} s: ${r.checkpoint} (with its SAM configuration; also model_config.json)`);
       if (r.test) console.error(`test: Dice ${r.test.dice.toFixed(4)} on ${r.test.count} images (metrics.json)`);
       else if (r.final) console.error(`val: Dice ${r.final.dice.toFixed(4)} (metrics.json)`);
