@@ -4,13 +4,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { tensor, tidy, type Tensor } from '../../engine/index.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { decodeImage, encodeMaskPng, encodeOverlayPng, type RgbImage } from '../../io/image.js';
 import type { RawTensor } from '../../io/raw.js';
 import { readSafetensors, writeSafetensors } from '../../io/safetensors.js';
 import { SamPredictor } from '../../model/sam/predictor.js';
-import { applyBoxes, applyCoords } from '../../model/sam/transforms.js';
 import { loadCliModel } from './model_io.js';
 
 export const PREDICTION_FILE = 'prediction.safetensors';
@@ -107,25 +105,8 @@ async function predict(o: PredictArgs): Promise<void> {
 
     // 2. Predict: one predictTorch call; several boxes are a batch of B prompts sharing the points.
     predictor.setImage(img.data, img.height, img.width);
-    const S = model.imgSize, hw: [number, number] = [img.height, img.width];
     const B = Math.max(1, boxes.length);
-    const r = tidy(() => {
-      const rep = <T>(xs: T[]): T[] => Array.from({ length: B }, () => xs).flat();
-      const coords = points.length ? tensor(rep([...applyCoords(points.flatMap((p) => [p.x, p.y]), hw, S)]), [B, points.length, 2]) : undefined;
-      const labels = points.length ? tensor(Int32Array.from(rep(points.map((p) => p.label))), [B, points.length]) : undefined;
-      const bt = boxes.length ? tensor(Float32Array.from(applyBoxes(boxes.flat(), hw, S)), [B, 4]) : undefined;
-      const [mh, mw] = model.prompt_encoder.maskInputSize;
-      const mi: Tensor | undefined = maskInput ? tensor(maskInput, [1, 1, mh, mw]).expand(B, 1, mh, mw).contiguous() : undefined;
-      const p = predictor.predictTorch({ pointCoords: coords, pointLabels: labels, boxes: bt, maskInput: mi, multimaskOutput: o.multimask ?? false, returnLogits: true });
-      // (B, C, …) → (N = B·C, …), prompt-major.
-      const flat = (t: Tensor): Tensor => t.reshape(-1, ...t.shape.slice(2)).contiguous();
-      const logits = flat(p.masks), low = flat(p.lowResLogits);
-      return {
-        perPrompt: p.masks.shape[1],
-        masks: logits.gt(model.maskThreshold).toBytes(), maskLogits: logits.toBytes(), lowRes: low.toBytes(),
-        lowShape: low.shape, iou: flat(p.iouPredictions).toFloat32Array(),
-      };
-    });
+    const r = predictor.predictPixels({ points, boxes, maskInput, multimask: o.multimask ?? false });
     const N = r.iou.length, H = img.height, W = img.width, n = H * W;
     const emb = predictor.getImageEmbedding();
     const tensors: Array<[string, RawTensor]> = [

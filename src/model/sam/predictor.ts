@@ -55,9 +55,37 @@ export interface TorchPrediction {
   lowResLogits: Tensor;
 }
 
+/** Prompts in original-image pixels, as `naslora predict` and `naslora serve` take them. */
+export interface PixelPrompts {
+  points?: ReadonlyArray<{ x: number; y: number; label: number }>;
+  /** Several boxes are a batch of B prompt sets sharing the points. */
+  boxes?: ReadonlyArray<readonly [number, number, number, number]>;
+  /** Low-res logits (one mask, maskInputSize) of an earlier prediction, fed to every prompt set. */
+  maskInput?: Float32Array;
+  multimask?: boolean;
+}
+
+/** N = B·C masks, prompt-major: B prompt sets × C masks each (3 with multimask, else 1). */
+export interface PixelPrediction {
+  count: number;
+  perPrompt: number;
+  height: number;
+  width: number;
+  /** N×H×W, 1 where the logit > the mask threshold. */
+  masks: Uint8Array;
+  /** N×H×W logits. */
+  maskLogits: Uint8Array;
+  iou: Float32Array;
+  /** N×h×w low-res logits (bytes of float32) and their shape. */
+  lowRes: Uint8Array;
+  lowShape: number[];
+}
+
 export class SamPredictor {
   /** (1, C, h, w) embedding of the current image. */
   private features: Tensor | null = null;
+  /** Whether resetImage() frees the features (false when they belong to a caller's cache). */
+  private ownsFeatures = true;
   /** (h, w) of the image before / after ResizeLongestSide. */
   originalSize: [number, number] | null = null;
   inputSize: [number, number] | null = null;
@@ -141,9 +169,52 @@ export class SamPredictor {
     }));
   }
 
-  /** Frees the embedding. */
+  /**
+   * Uses an embedding computed earlier (by getImageEmbedding on the same model), without copying
+   * it: the caller keeps it alive while this predictor uses it and frees it afterwards.
+   */
+  useEmbedding(features: Tensor, originalSize: [number, number], inputSize: [number, number]): void {
+    this.resetImage();
+    this.features = features;
+    this.ownsFeatures = false;
+    this.originalSize = [...originalSize];
+    this.inputSize = [...inputSize];
+  }
+
+  /**
+   * Masks for prompts in original-image pixels, as `naslora predict` computes them: one batched
+   * predictTorch call (several boxes = a batch of prompt sets sharing the points), masks at the
+   * original size, flattened prompt-major.
+   */
+  predictPixels(o: PixelPrompts): PixelPrediction {
+    const [H, W] = this.need();
+    const m = this.model;
+    const points = o.points ?? [], boxes = o.boxes ?? [];
+    const S = m.imgSize, hw: [number, number] = [H, W];
+    const B = Math.max(1, boxes.length);
+    return tidy(() => {
+      const rep = <T>(xs: T[]): T[] => Array.from({ length: B }, () => xs).flat();
+      const coords = points.length ? tensor(rep([...applyCoords(points.flatMap((p) => [p.x, p.y]), hw, S)]), [B, points.length, 2]) : undefined;
+      const labels = points.length ? tensor(Int32Array.from(rep(points.map((p) => p.label))), [B, points.length]) : undefined;
+      const bt = boxes.length ? tensor(Float32Array.from(applyBoxes(boxes.flat(), hw, S)), [B, 4]) : undefined;
+      const [mh, mw] = m.prompt_encoder.maskInputSize;
+      const mi = o.maskInput ? tensor(o.maskInput, [1, 1, mh, mw]).expand(B, 1, mh, mw).contiguous() : undefined;
+      const p = this.predictTorch({ pointCoords: coords, pointLabels: labels, boxes: bt, maskInput: mi, multimaskOutput: o.multimask ?? false, returnLogits: true });
+      // (B, C, …) → (N = B·C, …), prompt-major.
+      const flat = (t: Tensor): Tensor => t.reshape(-1, ...t.shape.slice(2)).contiguous();
+      const logits = flat(p.masks), low = flat(p.lowResLogits);
+      const iou = flat(p.iouPredictions).toFloat32Array();
+      return {
+        count: iou.length, perPrompt: p.masks.shape[1], height: H, width: W,
+        masks: logits.gt(m.maskThreshold).toBytes(), maskLogits: logits.toBytes(), iou, lowRes: low.toBytes(), lowShape: low.shape,
+      };
+    });
+  }
+
+  /** Frees the embedding (unless it came from useEmbedding). */
   resetImage(): void {
-    this.features?.dispose();
+    if (this.ownsFeatures) this.features?.dispose();
+    this.ownsFeatures = true;
     this.features = null;
     this.originalSize = null;
     this.inputSize = null;
