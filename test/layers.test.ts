@@ -1,5 +1,5 @@
 // The folder layout is the architecture: imports flow one way,
-// engine → io → model → adapters → data → eval → train → compare → report → cli.
+// engine → io → model → adapters → data → eval → train → compare → report → serve → cli.
 // A module may import its own layer or a lower one, never a higher one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src');
-const LAYERS = ['engine', 'io', 'model', 'adapters', 'data', 'eval', 'train', 'compare', 'report', 'cli'];
+const LAYERS = ['engine', 'io', 'model', 'adapters', 'data', 'eval', 'train', 'compare', 'report', 'serve', 'cli'];
 
 function files(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));

@@ -13,6 +13,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerConvert } from './commands/convert.js';
 import { registerCompare } from './commands/compare.js';
 import { registerReport } from './commands/report.js';
+import { registerServe } from './commands/serve.js';
 import { endLiveBars } from '../train/progress.js';
 
 const program = new Command()
@@ -27,6 +28,7 @@ registerBench(program);
 registerTrain(program);
 registerCompare(program);
 registerReport(program);
+registerServe(program);
 registerEval(program);
 registerExport(program);
 registerData(program);

@@ -211,6 +211,17 @@ export class SamPredictor {
     });
   }
 
+  /** Hands the current embedding to the caller (who frees it); the predictor then has no image. */
+  takeEmbedding(): { features: Tensor; originalSize: [number, number]; inputSize: [number, number] } {
+    if (!this.features || !this.originalSize || !this.inputSize) throw new Error('an image must be set with setImage() before its embedding can be taken');
+    const out = { features: this.features, originalSize: this.originalSize, inputSize: this.inputSize };
+    this.features = null;
+    this.originalSize = null;
+    this.inputSize = null;
+    this.ownsFeatures = true;
+    return out;
+  }
+
   /** Frees the embedding (unless it came from useEmbedding). */
   resetImage(): void {
     if (this.ownsFeatures) this.features?.dispose();
