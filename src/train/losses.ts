@@ -1,7 +1,7 @@
 // Task losses for binary segmentation (method.md, "Task set-up"). Every loss takes logits and binary
 // targets, both float32 (B, 1, H, W), and returns a differentiable scalar. Intermediates are freed by
 // tidy(); only the scalar survives (in the caller's scope).
-import { F, tidy, type Tensor } from '../engine/index.js';
+import { F, tensor, tidy, type Tensor } from '../engine/index.js';
 
 export type LossName = 'structure' | 'bce-dice' | 'balanced-bce';
 export const LOSS_NAMES: readonly LossName[] = ['structure', 'bce-dice', 'balanced-bce'];
@@ -84,4 +84,49 @@ export function lossByName(name: LossName): LossFn {
     case 'balanced-bce': return (x, y) => balancedBceLoss(x, y);
     default: throw new Error(`unknown loss '${String(name)}' (known: ${LOSS_NAMES.join(', ')})`);
   }
+}
+
+export interface MulticlassLossOpts {
+  /** Per-class weights of the cross-entropy (PyTorch's `weight`: the mean is weighted too). */
+  weight?: readonly number[] | null;
+  /** Target value whose pixels count nowhere (e.g. 255). */
+  ignoreIndex?: number | null;
+  /** Adds this times (1 − mean soft Dice over classes) to the cross-entropy (0: none). */
+  diceWeight?: number;
+}
+
+/**
+ * Multi-class loss: cross-entropy over K classes on logits (B, K, H, W) and class-index targets
+ * (B, H, W, int64), as torch.nn.functional.cross_entropy(weight, ignore_index) computes it —
+ * Σ w[t]·(−log p_t) / Σ w[t] over the valid pixels — plus optionally a soft Dice over the classes
+ * (softmax probabilities against the one-hot target, valid pixels only, mean over classes).
+ */
+export function multiclassLoss(logits: Tensor, target: Tensor, o: MulticlassLossOpts = {}): Tensor {
+  const [B, K, H, W] = logits.shape;
+  const t = target.shape;
+  if (logits.shape.length !== 4 || t.length !== 3 || t[0] !== B || t[1] !== H || t[2] !== W)
+    throw new Error(`multiclassLoss: logits (B, K, H, W) [${logits.shape}] and targets (B, H, W) [${t}] do not match`);
+  if (o.weight && o.weight.length !== K) throw new Error(`multiclassLoss: ${o.weight.length} class weights for ${K} classes`);
+  return tidy(() => {
+    const valid = o.ignoreIndex === null || o.ignoreIndex === undefined ? null : target.ne(o.ignoreIndex);
+    const safe = valid ? target.mul(valid.to('int64')) : target;  // ignored pixels point at class 0, then weigh 0
+    const logp = logits.logSoftmax(1);
+    const nll = logp.gather(1, safe.unsqueeze(1)).squeeze(1).neg();  // (B, H, W)
+    let w = o.weight ? tensor(Float32Array.from(o.weight), [K]).indexSelect(0, safe.flatten()).view(B, H, W) : null;
+    if (valid) w = w ? w.mul(valid.float()) : valid.float();
+    const ce = w ? nll.mul(w).sum().div(w.sum()) : nll.mean();
+    if (!o.diceWeight) return ce;
+    const p = logits.softmax(1);
+    let y = safe.oneHot(K).permute(0, 3, 1, 2).float();  // (B, K, H, W)
+    let q = p;
+    if (valid) {
+      const v = valid.unsqueeze(1).float();
+      y = y.mul(v);
+      q = p.mul(v);
+    }
+    const inter = q.mul(y).sum([0, 2, 3]);
+    const denom = q.sum([0, 2, 3]).add(y.sum([0, 2, 3]));
+    const dice = inter.mul(2).add(1e-6).div(denom.add(1e-6)).mean();
+    return ce.add(dice.rsub(1).mul(o.diceWeight));
+  });
 }
