@@ -9,6 +9,7 @@ const SUITES: Record<string, () => Promise<BenchRow[]>> = {
   adapters: async () => (await import('../../../bench/adapters.js')).benchAdapters(),
   train: async () => (await import('../../../bench/train.js')).benchTrain(),
   cpu: async () => (await import('../../../bench/cpu.js')).benchCpu(),
+  dist: async () => (await import('../../../bench/dist.js')).benchDist(),
 };
 
 export function registerBench(program: Command): void {
