@@ -1,6 +1,6 @@
 // segment_anything/modeling/mask_decoder.py: predicts masks (and their IoU) from the image
 // embedding and the prompt embeddings with the two-way transformer and hypernetwork MLPs.
-import { callOp, cat, ConvTranspose2d, Embedding, Linear, ModuleList, stack, type Tensor } from '../../engine/index.js';
+import { callOp, cat, ConvTranspose2d, Embedding, Linear, ModuleList, noGrad, stack, type Tensor } from '../../engine/index.js';
 import { LayerNorm2d, SamModule, Sequential, type Activation } from './common.js';
 import type { TwoWayTransformer } from './transformer.js';
 
@@ -19,6 +19,9 @@ export class MaskDecoder extends SamModule {
   output_upscaling: Sequential;
   output_hypernetworks_mlps: ModuleList<MLP>;
   iou_prediction_head: MLP;
+  /** Multi-class heads (addClassHeads): one output token and hypernetwork MLP per class, or null. */
+  class_tokens: Embedding | null = null;
+  class_hypernetworks_mlps: ModuleList<MLP> | null = null;
 
   constructor(readonly transformerDim: number, public transformer: TwoWayTransformer, o: MaskDecoderOpts = {}) {
     super();
@@ -52,6 +55,53 @@ export class MaskDecoder extends SamModule {
     const [masks, iouPred] = this.predictMasks(imageEmbeddings, imagePe, sparsePromptEmbeddings, densePromptEmbeddings, batchedImages);
     const [start, end] = multimaskOutput ? [1, null] : [0, 1];
     return [masks.slice(1, start, end), iouPred.slice(1, start, end)];
+  }
+
+  /**
+   * Multi-class semantic segmentation (SAMed's approach): K extra output tokens, each with its own
+   * hypernetwork MLP, predicting K class maps at once. Each starts as a copy of SAM's single-mask
+   * token and its MLP, so a pretrained checkpoint loads unchanged and every class starts from the
+   * mask SAM would predict; the class tokens then learn apart (their targets differ).
+   */
+  addClassHeads(k: number): void {
+    if (!(Number.isInteger(k) && k >= 2)) throw new Error(`addClassHeads: need K >= 2 classes, got ${k}`);
+    if (this.class_tokens) throw new Error('addClassHeads: the class heads are already there');
+    const dim = this.transformerDim, d8 = Math.floor(dim / 8);
+    const tokens = new Embedding(k, dim);
+    const mlps = new ModuleList(Array.from({ length: k }, () => new MLP(dim, dim, d8, 3)));
+    noGrad(() => {
+      const single = this.mask_tokens.weight.narrow(0, 0, 1);
+      tokens.weight.copy_(single.expand(k, dim));
+      const src = this.output_hypernetworks_mlps.items[0]!;
+      for (const m of mlps.items) m.layers.items.forEach((l, i) => {
+        l.weight.copy_(src.layers.items[i]!.weight);
+        l.bias!.copy_(src.layers.items[i]!.bias!);
+      });
+    });
+    this.class_tokens = this.child('class_tokens', tokens);
+    this.class_hypernetworks_mlps = this.child('class_hypernetworks_mlps', mlps);
+  }
+
+  get numClasses(): number { return this.class_tokens?.num ?? 0; }
+
+  /** K class logit maps (B, K, 4h, 4w) for prompt-free multi-class segmentation (addClassHeads first). */
+  classMasks(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, batchedImages = false): Tensor {
+    if (!this.class_tokens || !this.class_hypernetworks_mlps) throw new Error('classMasks: the decoder has no class heads (addClassHeads)');
+    const k = this.class_tokens.num;
+    const outputTokens = cat([this.iou_token.weight, this.mask_tokens.weight, this.class_tokens.weight], 0)
+      .unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1);
+    const tokens = cat([outputTokens, sparsePromptEmbeddings], 1);
+    const n = tokens.shape[0];
+    if (batchedImages && imageEmbeddings.shape[0] !== n) throw new Error(`batchedImages: ${imageEmbeddings.shape[0]} images for ${n} prompt sets`);
+    const src = (batchedImages ? imageEmbeddings : repeatInterleave(imageEmbeddings, n)).add(densePromptEmbeddings);
+    const posSrc = batchedImages ? imagePe.expand(n, -1, -1, -1) : repeatInterleave(imagePe, n);
+    const [b, c, h, w] = src.shape;
+    const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);
+    const classOut = hs.slice(1, 1 + this.numMaskTokens, 1 + this.numMaskTokens + k);
+    const upscaled = this.output_upscaling.forward(srcOut.transpose(1, 2).reshape(b, c, h, w));
+    const hyperIn = stack(this.class_hypernetworks_mlps.items.map((mlp, i) => mlp.forward(classOut.select(1, i))), 1);
+    const [ub, uc, uh, uw] = upscaled.shape;
+    return hyperIn.matmul(upscaled.view(ub, uc, uh * uw)).view(ub, k, uh, uw);
   }
 
   /** All numMaskTokens masks and IoU predictions. */
