@@ -187,3 +187,65 @@ test('a tiny SAM with class heads learns a synthetic 4-class task to mIoU > 0.8 
   opt.dispose();
   sam.dispose();
 });
+
+// ---- data validation of multi-class masks
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+
+test('data validate --num-classes / --classes: classes present, pixel shares, images per class, unknown indices, palette mismatches', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-mc-'));
+  try {
+    for (const sub of ['images', 'masks', 'pal/images', 'pal/masks']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
+    const W = 8, H = 4;
+    // a: classes 0,1 + 4 ignored pixels; b: classes 0,2 and a stray value 7 (2 pixels); class 3 never appears
+    const a = new Uint8Array(W * H).fill(0); a.fill(1, 0, 12); a.fill(255, 28, 32);
+    const b = new Uint8Array(W * H).fill(0); b.fill(2, 8, 16); b[20] = 7; b[21] = 7;
+    for (const [id, m] of [['a', a], ['b', b]] as const) {
+      await sharp(m, { raw: { width: W, height: H, channels: 1 } }).png().toFile(path.join(dir, 'masks', `${id}.png`));
+      await sharp({ create: { width: W, height: H, channels: 3, background: '#808080' } }).png().toFile(path.join(dir, 'images', `${id}.png`));
+    }
+    const r = spawnSync(process.execPath, [CLI, 'data', 'validate', dir, '--num-classes', '4', '--ignore-index', '255', '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);  // an unknown index is an error
+    const rep = JSON.parse(r.stdout) as { classes: Array<{ index: number; pixelShare: number; images: number }>; ignoredPixels: number; issues: Array<{ code: string; ids: string[]; message: string }> };
+    const valid = 64 - 4 - 2;
+    assert.deepEqual(rep.classes.map((c) => c.images), [2, 1, 1, 0]);
+    assert.ok(Math.abs(rep.classes[1]!.pixelShare - 12 / valid) < 1e-12 && Math.abs(rep.classes[2]!.pixelShare - 8 / valid) < 1e-12);
+    assert.equal(rep.ignoredPixels, 4);
+    const unk = rep.issues.find((i) => i.code === 'unknown-class-index')!;
+    assert.deepEqual(unk.ids, ['b']);
+    assert.match(unk.message, /mask value 7 .* 2 pixels/);
+    assert.ok(rep.issues.some((i) => i.code === 'absent-class' && /3 class 3/.test(i.message)));
+    // palette masks with a classes.json; one mask has a colour not in it
+    const classes = { classes: [{ name: 'background', index: 0, colour: [0, 0, 0] }, { name: 'leaf', index: 1, colour: [0, 200, 0] }, { name: 'lesion', index: 2, colour: [200, 0, 0] }] };
+    fs.writeFileSync(path.join(dir, 'classes.json'), JSON.stringify(classes));
+    const pal = (cols: number[][]) => sharp(Uint8Array.from(cols.flat()), { raw: { width: W, height: H, channels: 3 } }).png();
+    const px = (c: number[], n: number) => Array.from({ length: n }, () => c);
+    await pal([...px([0, 200, 0], 16), ...px([0, 0, 0], 16)]).toFile(path.join(dir, 'pal/masks/p.png'));
+    await pal([...px([200, 0, 0], 10), ...px([0, 0, 255], 6), ...px([0, 0, 0], 16)]).toFile(path.join(dir, 'pal/masks/q.png'));
+    for (const id of ['p', 'q']) await sharp({ create: { width: W, height: H, channels: 3, background: '#808080' } }).png().toFile(path.join(dir, 'pal/images', `${id}.png`));
+    const p = spawnSync(process.execPath, [CLI, 'data', 'validate', path.join(dir, 'pal'), '--classes', path.join(dir, 'classes.json'), '--json'], { encoding: 'utf8' });
+    assert.equal(p.status, 1, p.stderr);
+    const prep = JSON.parse(p.stdout) as typeof rep;
+    assert.deepEqual(prep.classes.map((c) => c.images), [2, 1, 1]);
+    const mis = prep.issues.find((i) => i.code === 'palette-mismatch')!;
+    assert.deepEqual(mis.ids, ['q']);
+    assert.match(mis.message, /colour \(0,0,255\) is not in classes\.json: 6 pixels/);
+    // a broken classes.json: a clear error
+    fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify({ classes: [{ name: 'a', index: 0 }, { name: 'b', index: 0 }] }));
+    const bad = spawnSync(process.execPath, [CLI, 'data', 'validate', dir, '--classes', path.join(dir, 'bad.json')], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /index 0 is given twice/);
+    // binary data sets are unchanged: no class report
+    const bin = spawnSync(process.execPath, [CLI, 'data', 'validate', dir, '--json'], { encoding: 'utf8' });
+    assert.equal((JSON.parse(bin.stdout) as { classes?: unknown }).classes, undefined);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

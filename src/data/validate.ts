@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { type DiscoverOptions, type DiscoveredDataset, SPLIT_NAMES, type SplitName, discoverDataset } from './dataset.js';
 import { DEFAULT_THRESHOLD, decodeGray, decodeRgb } from './loader.js';
+import { addClassStats, decodeClassMask, emptyClassStats, type ClassSpec, type ClassStats } from './classes.js';
 
 export type Severity = 'error' | 'warning';
 
@@ -24,7 +25,10 @@ export type IssueCode =
   | 'split-leakage'
   | 'unknown-split-id'
   | 'unassigned'
-  | 'ignored-file';
+  | 'ignored-file'
+  | 'unknown-class-index'
+  | 'palette-mismatch'
+  | 'absent-class';
 
 export interface Issue {
   severity: Severity;
@@ -53,6 +57,9 @@ export interface ValidationReport {
     /** Mean foreground fraction of the masks after thresholding. */
     meanForeground: number;
   };
+  /** Multi-class data sets (options.classes): per class, its share of the valid pixels and the images containing it. */
+  classes?: Array<{ index: number; name: string; pixelShare: number; images: number }>;
+  ignoredPixels?: number;
 }
 
 export interface ValidateOptions extends DiscoverOptions {
@@ -62,6 +69,8 @@ export interface ValidateOptions extends DiscoverOptions {
   ambiguous?: [number, number];
   /** Pairs decoded at once. Default 8. */
   concurrency?: number;
+  /** Multi-class masks (class-index or palette PNGs): checked against these classes instead of binarised. */
+  classes?: ClassSpec | null;
 }
 
 const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -78,12 +87,29 @@ interface PairResult {
   coloured?: boolean;
 }
 
+async function checkClassPair(r: PairResult, imagePath: string, maskPath: string, spec: ClassSpec, stats: ClassStats): Promise<PairResult> {
+  const err = (code: IssueCode, message: string, paths: string[]): void => void r.issues.push({ severity: 'error', code, message, ids: [r.id], paths });
+  const [img, mask] = await Promise.allSettled([decodeRgb(imagePath), decodeClassMask(maskPath, spec)]);
+  if (img.status === 'rejected') err('unreadable', `${r.id}: cannot decode image ${imagePath}: ${errMsg(img.reason)} — re-export or remove it`, [imagePath]);
+  if (mask.status === 'rejected') err('unreadable', `${r.id}: cannot decode mask ${maskPath}: ${errMsg(mask.reason)} — re-export or remove it`, [maskPath]);
+  if (img.status === 'rejected' || mask.status === 'rejected') return r;
+  const m = mask.value;
+  if (m.width !== img.value.width || m.height !== img.value.height) {
+    err('size-mismatch', `${r.id}: image is ${img.value.width}x${img.value.height} but mask is ${m.width}x${m.height} — masks must match their image pixel for pixel`, [imagePath, maskPath]);
+    return r;
+  }
+  r.size = [m.width, m.height];
+  addClassStats(stats, r.id, m, spec);
+  return r;
+}
+
 async function checkPair(
-  id: string, imagePath: string, maskPath: string, threshold: number, [lo, hi]: [number, number],
+  id: string, imagePath: string, maskPath: string, threshold: number, [lo, hi]: [number, number], spec: ClassSpec | null = null, stats: ClassStats | null = null,
 ): Promise<PairResult> {
   const r: PairResult = { id, issues: [] };
   const err = (code: IssueCode, message: string, paths: string[]): void =>
     void r.issues.push({ severity: 'error', code, message, ids: [id], paths });
+  if (spec) return checkClassPair(r, imagePath, maskPath, spec, stats!);
   const [img, mask] = await Promise.allSettled([decodeRgb(imagePath), decodeGray(maskPath)]);
   if (img.status === 'rejected') err('unreadable', `${id}: cannot decode image ${imagePath}: ${errMsg(img.reason)} — re-export or remove it`, [imagePath]);
   if (mask.status === 'rejected') err('unreadable', `${id}: cannot decode mask ${maskPath}: ${errMsg(mask.reason)} — re-export or remove it`, [maskPath]);
@@ -180,9 +206,23 @@ export async function validateDataset(dirOrCsv: string, opts: ValidateOptions = 
   report.layout = ds.layout;
   report.samples = ds.samples.length;
   const issues = structuralIssues(ds);
+  const spec = opts.classes ?? null;
+  const cstats = spec ? emptyClassStats(spec.names.length) : null;
   const results = await mapLimit(ds.samples, opts.concurrency ?? 8, (s) =>
-    checkPair(s.id, s.imagePath, s.maskPath, threshold, opts.ambiguous ?? [10, 245]),
+    checkPair(s.id, s.imagePath, s.maskPath, threshold, opts.ambiguous ?? [10, 245], spec, cstats),
   );
+  if (spec && cstats) {
+    const k = spec.names.length;
+    const total = cstats.pixels.reduce((a, b) => a + b, 0);
+    report.classes = spec.names.map((name, index) => ({ index, name, pixelShare: total ? cstats.pixels[index]! / total : 0, images: cstats.images[index]! }));
+    report.ignoredPixels = cstats.ignored;
+    for (const [v, e] of [...cstats.unknown].sort((a, b) => a[0] - b[0]))
+      issues.push({ severity: 'error', code: 'unknown-class-index', ids: e.ids, paths: [], message: `mask value ${v} is neither a class (0..${k - 1}) nor the ignore index${spec.ignoreIndex === null ? ' (none set)' : ` ${spec.ignoreIndex}`}: ${e.pixels} pixels in ${e.ids.length} mask(s): ${few(e.ids)} — fix the masks, or set the ignore index / the number of classes` });
+    for (const [c, e] of [...cstats.unknownColours].sort((a, b) => b[1].pixels - a[1].pixels))
+      issues.push({ severity: 'error', code: 'palette-mismatch', ids: e.ids, paths: [], message: `colour (${c}) is not in classes.json: ${e.pixels} pixels in ${e.ids.length} mask(s): ${few(e.ids)} — add the class or fix the masks (these pixels would be ignored)` });
+    const absent = report.classes.filter((c) => c.images === 0);
+    if (absent.length) issues.push({ severity: 'warning', code: 'absent-class', ids: [], paths: [], message: `class(es) never present in any mask: ${absent.map((c) => `${c.index} ${c.name}`).join(', ')} — their metrics will be undefined (left out of mIoU)` });
+  }
   let fgSum = 0;
   const area = (s: [number, number]): number => s[0] * s[1];
   for (const r of results) {
@@ -225,5 +265,7 @@ export function formatReport(r: ValidationReport): string {
   const head =
     `${r.source} (${r.layout}): ${r.samples} pairs, ${r.valid} valid, ${r.errors} error(s), ${r.warnings} warning(s)` +
     (r.stats.minSize ? `; sizes ${r.stats.minSize.join('x')}..${r.stats.maxSize!.join('x')}; mean foreground ${pct(r.stats.meanForeground)}` : '');
-  return [head, ...r.issues.map((i) => `${i.severity.toUpperCase()} [${i.code}] ${i.message}`)].join('\n');
+  const classes = r.classes ? ['classes (index, name, share of valid pixels, images containing it):', ...r.classes.map((c) => `  ${String(c.index).padStart(3)} ${c.name.padEnd(16)} ${pct(c.pixelShare).padStart(7)} ${String(c.images).padStart(6)}`),
+    ...(r.ignoredPixels ? [`  ignored pixels: ${r.ignoredPixels}`] : [])] : [];
+  return [head, ...classes, ...r.issues.map((i) => `${i.severity.toUpperCase()} [${i.code}] ${i.message}`)].join('\n');
 }
