@@ -39,8 +39,9 @@
 //    more than intra-op threading loses.
 // STEPS / WARMUP / REPEATS: NASLORA_BENCH_DIST_STEPS (default 40), NASLORA_BENCH_DIST_WARMUP (8: one
 // epoch of the 32 training images, so the cache is filled), NASLORA_BENCH_DIST_REPEATS (3): about
-// 70 s on 2 idle cores. On a loaded machine the 2-thread runs are hit hardest (at load 4–6 from
-// other work naslora's went from ~70 to 300–1600 ms per step) and a repeat can take minutes: no
+// 70 s on 2 idle cores. On a loaded machine the 2-thread runs are hit hardest (at load 3–6 from
+// other work, naslora's and PyTorch's alike went from 60–70 to 300–1600 ms per step, while the
+// 2-process runs stayed near 100–190) and a repeat can take minutes: no
 // new repeat starts once the next one
 // would likely end past NASLORA_BENCH_DIST_BUDGET_S (default 150 s) after the start; the rows then
 // say how many repeats ran (at least one always does).
