@@ -15,11 +15,21 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/version.h>
+
+// NASLORA_WITH_CUDA_RUNTIME comes from native/torch-paths.cjs, only for a CUDA libtorch whose
+// cuda_runtime_api.h was found at build time: the CUDA caching allocator's statistics (peak bytes).
+// Everything else CUDA here goes through interfaces every libtorch has (CUDA hooks, device guards).
+#ifdef NASLORA_WITH_CUDA_RUNTIME
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <dlfcn.h>
 #include <malloc.h>
@@ -543,6 +553,165 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Devices: CUDA through the hooks and device-guard interfaces that every libtorch has (a CPU build
+// answers "no CUDA"), parameters moved in place, autocast.
+
+#ifdef NASLORA_LIBTORCH_CUDA
+constexpr bool kCudaBuild = true;
+#else
+constexpr bool kCudaBuild = false;
+#endif
+
+int cuda_device_count() {
+  if (!at::hasCUDA()) return 0;
+  return at::detail::getCUDAHooks().getNumGPUs();
+}
+
+// setData(handle, newDataHandle): the tensor's data (and so its device and dtype) becomes new_data's,
+// keeping the tensor itself (its handle, requires_grad, and every JS reference): `param.data = x`.
+// Between tensor types that cannot share an implementation (CPU ↔ meta, used by shape-only tests)
+// the handle's slot takes a detached new_data with the old requires_grad instead: the same for JS,
+// but other handles to the old tensor (views made earlier) keep the old data.
+Napi::Value SetData(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    at::Tensor& t = get(info[0]);
+    const at::Tensor& d = get(info[1]);
+    if (at::_has_compatible_shallow_copy_type(t, d)) {
+      t.set_data(d);
+    } else {
+      bool rg = t.requires_grad();
+      t = d.detach();
+      if (rg) t.set_requires_grad(true);
+    }
+    report_memory(info.Env());
+    return info.Env().Undefined();
+  });
+}
+
+// cudaDeviceCount() -> visible CUDA devices (0 on a CPU build or without a driver/device).
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value { return Napi::Number::New(info.Env(), cuda_device_count()); });
+}
+
+// setCudaDevice(index): the current CUDA device of this thread (what 'cuda' means, and where NCCL runs).
+Napi::Value SetCudaDevice(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    int idx = info[0].As<Napi::Number>().Int32Value();
+    int n = cuda_device_count();
+    if (n == 0) throw std::runtime_error(kCudaBuild ? "setCudaDevice: this CUDA libtorch sees no CUDA device" : "setCudaDevice: this libtorch has no CUDA (a CPU build)");
+    if (idx < 0 || idx >= n) throw std::runtime_error("setCudaDevice: device " + std::to_string(idx) + " does not exist (" + std::to_string(n) + " visible)");
+    c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(idx)));
+    return info.Env().Undefined();
+  });
+}
+
+// cudaMemory(index) -> {allocated, peak, reserved} bytes of the CUDA caching allocator, or null where
+// this addon was built without the CUDA runtime headers (or on a CPU build).
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+#ifdef NASLORA_WITH_CUDA_RUNTIME
+    int idx = info[0].As<Napi::Number>().Int32Value();
+    if (idx < 0 || idx >= cuda_device_count()) throw std::runtime_error("cudaMemory: no CUDA device " + std::to_string(idx));
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(idx));
+    Napi::Env env = info.Env();
+    auto o = Napi::Object::New(env);
+    // Index 0 is StatType::AGGREGATE in every version (the enum moved namespaces in 2.x).
+    o.Set("allocated", Napi::Number::New(env, static_cast<double>(stats.allocated_bytes[0].current)));
+    o.Set("peak", Napi::Number::New(env, static_cast<double>(stats.allocated_bytes[0].peak)));
+    o.Set("reserved", Napi::Number::New(env, static_cast<double>(stats.reserved_bytes[0].current)));
+    return o;
+#else
+    return info.Env().Null();
+#endif
+  });
+}
+
+// cudaResetPeak(index) -> false where cudaMemory is unavailable.
+Napi::Value CudaResetPeak(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+#ifdef NASLORA_WITH_CUDA_RUNTIME
+    int idx = info[0].As<Napi::Number>().Int32Value();
+    if (idx < 0 || idx >= cuda_device_count()) throw std::runtime_error("cudaResetPeak: no CUDA device " + std::to_string(idx));
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(idx));
+    return Napi::Boolean::New(info.Env(), true);
+#else
+    return Napi::Boolean::New(info.Env(), false);
+#endif
+  });
+}
+
+// Autocast: libtorch's dispatcher-level mixed precision (thread-local dispatch keys, so the boxed
+// calls of this addon are cast too). 2.4 made the API device-generic and deprecated the per-device
+// functions that 1.13–2.3 have.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define NASLORA_AUTOCAST_GENERIC 1
+#endif
+
+bool autocast_enabled(at::DeviceType d) {
+#ifdef NASLORA_AUTOCAST_GENERIC
+  return at::autocast::is_autocast_enabled(d);
+#else
+  return d == at::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
+void autocast_set_enabled(at::DeviceType d, bool on) {
+#ifdef NASLORA_AUTOCAST_GENERIC
+  at::autocast::set_autocast_enabled(d, on);
+#else
+  if (d == at::kCUDA) at::autocast::set_enabled(on);
+  else at::autocast::set_cpu_enabled(on);
+#endif
+}
+
+at::ScalarType autocast_dtype(at::DeviceType d) {
+#ifdef NASLORA_AUTOCAST_GENERIC
+  return at::autocast::get_autocast_dtype(d);
+#else
+  return d == at::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
+void autocast_set_dtype(at::DeviceType d, at::ScalarType t) {
+#ifdef NASLORA_AUTOCAST_GENERIC
+  at::autocast::set_autocast_dtype(d, t);
+#else
+  if (d == at::kCUDA) at::autocast::set_autocast_gpu_dtype(t);
+  else at::autocast::set_autocast_cpu_dtype(t);
+#endif
+}
+
+// setAutocast('cpu' | 'cuda', enabled, dtypeCode) -> [previous enabled, previous dtypeCode]
+Napi::Value SetAutocast(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    std::string dev = info[0].As<Napi::String>().Utf8Value();
+    at::DeviceType d;
+    if (dev == "cpu") d = at::kCPU;
+    else if (dev == "cuda") d = at::kCUDA;
+    else throw std::runtime_error("setAutocast: device type must be 'cpu' or 'cuda', got '" + dev + "'");
+    bool on = info[1].As<Napi::Boolean>().Value();
+    auto dtype = static_cast<at::ScalarType>(info[2].As<Napi::Number>().Int32Value());
+    if (dtype != at::kBFloat16 && dtype != at::kHalf) throw std::runtime_error("setAutocast: the lower precision must be bfloat16 or float16");
+    Napi::Env env = info.Env();
+    auto prev = Napi::Array::New(env, 2);
+    prev.Set(0u, Napi::Boolean::New(env, autocast_enabled(d)));
+    prev.Set(1u, Napi::Number::New(env, static_cast<int>(autocast_dtype(d))));
+    autocast_set_dtype(d, dtype);
+    autocast_set_enabled(d, on);
+    return prev;
+  });
+}
+
+// autocastClearCache(): drops the cached low-precision copies of weights (done when the outermost
+// autocast region ends, as torch.autocast's __exit__ does: the weights change at the next step).
+Napi::Value AutocastClearCache(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    at::autocast::clear_cache();
+    return info.Env().Undefined();
+  });
+}
+
 bool g_malloc_tuned = false;
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -552,6 +721,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("config", Napi::String::New(env, at::show_config()));
   o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
   o.Set("cudaAvailable", Napi::Boolean::New(env, at::hasCUDA()));
+  o.Set("cudaBuild", Napi::Boolean::New(env, kCudaBuild));
+#ifdef NASLORA_WITH_CUDA_RUNTIME
+  o.Set("cudaMemoryStats", Napi::Boolean::New(env, true));
+#else
+  o.Set("cudaMemoryStats", Napi::Boolean::New(env, false));
+#endif
   o.Set("mallocTuned", Napi::Boolean::New(env, g_malloc_tuned));
   o.Set("blasThreads", Napi::Number::New(env, g_blas_get ? g_blas_get() : -1));
   o.Set("blasFollowsIntraOp", Napi::Boolean::New(env, g_blas_follows));
@@ -601,6 +776,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setData", Napi::Function::New(env, SetData));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
+  exports.Set("setCudaDevice", Napi::Function::New(env, SetCudaDevice));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
+  exports.Set("cudaResetPeak", Napi::Function::New(env, CudaResetPeak));
+  exports.Set("setAutocast", Napi::Function::New(env, SetAutocast));
+  exports.Set("autocastClearCache", Napi::Function::New(env, AutocastClearCache));
   naslora::registerDist(env, exports);
   return exports;
 }

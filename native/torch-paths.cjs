@@ -15,6 +15,12 @@
 //   /usr/local/cuda)/include, libtorch's include/, /usr/include, or the ':'-separated
 //   NASLORA_CUDA_INCLUDE (e.g. pip's nvidia/*/include folders). Without them the addon builds
 //   without the nccl backend, and says so at build time.
+// - CUDA's runtime header alone (cuda_runtime_api.h) is enough for the CUDA caching allocator's
+//   statistics (cudaMemory: peak bytes); NASLORA_NO_CUDA_MEMSTATS=1 leaves them out (e.g. if those
+//   c10/cuda headers do not compile against the CUDA headers found). A CUDA libtorch's own libraries
+//   (libtorch_cuda, libc10_cuda) are always linked, so its CUDA kernels are registered.
+// - The C++ ABI: NASLORA_CXX11_ABI=0|1 sets _GLIBCXX_USE_CXX11_ABI to match the libtorch (pip torch:
+//   python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))'); unset: the compiler's default.
 const fs = require('node:fs');
 const path = require('node:path');
 const root = process.env.LIBTORCH;
@@ -47,9 +53,18 @@ if (fs.existsSync(path.join(glooDir, 'gloo', 'algorithm.h'))) {
     `(${root ? 'set GLOO_INCLUDE to the headers of the Gloo this libtorch was built with' : 'apt-get install libgloo-dev'}, and rebuild)`);
 }
 
+if (process.env.NASLORA_CXX11_ABI !== undefined && process.env.NASLORA_CXX11_ABI !== '') {
+  if (!['0', '1'].includes(process.env.NASLORA_CXX11_ABI)) {
+    console.error(`NASLORA_CXX11_ABI=${process.env.NASLORA_CXX11_ABI}: expected 0 or 1`);
+    process.exit(1);
+  }
+  defines.push(`_GLIBCXX_USE_CXX11_ABI=${process.env.NASLORA_CXX11_ABI}`);
+}
+
 // NCCL: only a CUDA libtorch has ProcessGroupNCCL compiled in.
 if (fs.existsSync(path.join(libdir, 'libtorch_cuda.so'))) {
   defines.push('NASLORA_LIBTORCH_CUDA');
+  libs += ' -Wl,--no-as-needed -ltorch_cuda -lc10_cuda';
   const cudaHome = process.env.CUDA_HOME || process.env.CUDA_PATH || '/usr/local/cuda';
   const dirs = [
     ...(process.env.NASLORA_CUDA_INCLUDE || '').split(':').filter(Boolean),
@@ -59,13 +74,24 @@ if (fs.existsSync(path.join(libdir, 'libtorch_cuda.so'))) {
   const need = ['nccl.h', 'cuda_runtime_api.h', 'cublas_v2.h', 'cusparse.h'];
   const found = need.map((h) => dirs.find((d) => fs.existsSync(path.join(d, h))));
   const missing = need.filter((_, i) => !found[i]);
+  // Every NASLORA_CUDA_INCLUDE folder goes on the include path: the CUDA headers of ATen/cuda and c10/cuda
+  // include others than the four looked for (cusolverDn.h, cuda.h, ...), each in its own pip nvidia-* folder.
+  const given = (process.env.NASLORA_CUDA_INCLUDE || '').split(':').filter((d) => d && fs.existsSync(d));
+  const addCudaIncludes = () => { for (const d of [...given, ...found]) if (d && !incs.includes(d)) incs.push(d); };
   if (missing.length === 0) {
     defines.push('NASLORA_WITH_NCCL', 'USE_C10D_NCCL');
-    for (const d of found) if (d && !incs.includes(d)) incs.push(d);
-    libs += ' -ltorch_cuda -lc10_cuda';
+    addCudaIncludes();
   } else if (what === 'defines') {
     console.error(`naslora: CUDA libtorch, but ${missing.join(', ')} not found (looked in ${dirs.join(', ')}): ` +
       'building without the nccl backend (set NCCL_HOME / CUDA_HOME / NASLORA_CUDA_INCLUDE and rebuild)');
+  }
+  // The caching allocator's statistics need only the CUDA runtime header.
+  const rt = found[need.indexOf('cuda_runtime_api.h')];
+  if (rt && process.env.NASLORA_NO_CUDA_MEMSTATS !== '1') {
+    defines.push('NASLORA_WITH_CUDA_RUNTIME');
+    addCudaIncludes();
+  } else if (what === 'defines' && !rt) {
+    console.error('naslora: CUDA libtorch, but cuda_runtime_api.h not found: building without CUDA memory statistics (cudaMemory)');
   }
 }
 

@@ -1,5 +1,6 @@
 // Neural-network functions (torch.nn.functional's subset that SAM, the adapters and the losses use).
-import { callOp, Tensor } from './tensor.js';
+import { callOp, hasOp, isReducedFloat, Tensor } from './tensor.js';
+import { autocastActive } from './device.js';
 
 const T = (x: ReturnType<typeof callOp>): Tensor => x as Tensor;
 type Pair = number | [number, number];
@@ -20,8 +21,37 @@ export function convTranspose2d(
     o.outputPadding ?? 0, o.groups ?? 1, o.dilation ?? 1));
 }
 
+/** Inside autocast: x as float32 when it is bf16/fp16 (norms and reductions run in fp32), else x itself. */
+export function fp32UnderAutocast(x: Tensor): Tensor {
+  return autocastActive() && isReducedFloat(x.dtype) ? x.float() : x;
+}
+
+/** Layer norm; inside autocast a bf16/fp16 input is normalized in fp32 (the output is fp32). */
 export function layerNorm(x: Tensor, normalizedShape: number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
-  return T(callOp('aten::layer_norm', x, normalizedShape, weight ?? null, bias ?? null, eps, true));
+  return T(callOp('aten::layer_norm', fp32UnderAutocast(x), normalizedShape, weight ?? null, bias ?? null, eps, true));
+}
+
+const SDPA = 'aten::scaled_dot_product_attention';
+
+/** Whether this libtorch has torch.nn.functional.scaled_dot_product_attention (2.x; not 1.13). */
+export function hasScaledDotProductAttention(): boolean {
+  return hasOp(SDPA);
+}
+
+/**
+ * softmax(q·kᵀ/√E + mask)·v over (…, L, E) queries and (…, S, E) keys/values, with an additive float
+ * mask broadcastable to (…, L, S), by libtorch's fused kernels (flash / memory-efficient on CUDA,
+ * chosen by libtorch; the math form elsewhere). libtorch 2.x only: check hasScaledDotProductAttention().
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null = null): Tensor {
+  if (!hasOp(SDPA)) throw new Error('scaled_dot_product_attention: this libtorch has no aten::scaled_dot_product_attention (it came with PyTorch 2.0)');
+  return T(callOp(SDPA, q, k, v, mask));
+}
+
+/** What scaled_dot_product_attention computes, written out (any libtorch): softmax(q·kᵀ/√E + mask)·v. */
+export function scaledDotProductAttentionMath(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null = null): Tensor {
+  const scores = q.matmul(k.transpose(-2, -1)).mul(q.size(-1) ** -0.5);
+  return (mask ? scores.add(mask) : scores).softmax(-1).matmul(v);
 }
 
 export interface PoolOpts { stride?: Pair; padding?: Pair; ceilMode?: boolean }

@@ -1,6 +1,10 @@
 // The naslora tensor engine: libtorch through a native addon, with autograd and optimizers.
 export * from './tensor.js';
 export * from './runtime.js';
+export {
+  autocast, autocastActive, cudaAvailable, cudaIndex, cudaInfo, cudaMemory, cudaUnavailableReason, resetCudaPeakMemory, resolveDevice, setCudaDevice,
+  DEVICE_SPECS, PRECISIONS, type CudaInfo, type CudaMemory, type DeviceSpec, type Precision, type ResolveOptions,
+} from './device.js';
 export * as F from './functional.js';
 export type { DType } from './dtype.js';
 export { Module, ModuleList, ModuleDict, Empty } from './nn/module.js';

@@ -13,6 +13,8 @@ export type NativeArg = Handle | number | boolean | string | null | undefined | 
 export interface NativeMemory { liveTensors: number; liveBytes: number; peakBytes: number; liveAllocations: number }
 export interface NativeInfo {
   version: string; config: string; parallel: string; cudaAvailable: boolean; mallocTuned: boolean;
+  /** Built against a CUDA libtorch; its caching allocator's statistics compiled in. */
+  cudaBuild: boolean; cudaMemoryStats: boolean;
   /** OpenBLAS's thread count (-1: not OpenBLAS); follows the intra-op count unless OPENBLAS_NUM_THREADS / GOTO_NUM_THREADS is set. */
   blasThreads: number; blasFollowsIntraOp: boolean;
 }
@@ -59,6 +61,15 @@ export interface NativeEngine extends NativeDist {
   memory(): NativeMemory;
   resetPeak(): void;
   info(): NativeInfo;
+  /** `t.data = d`: t keeps its identity (handle, requires_grad) and takes d's data, device and dtype. */
+  setData(h: Handle, d: Handle): void;
+  cudaDeviceCount(): number;
+  setCudaDevice(index: number): void;
+  cudaMemory(index: number): { allocated: number; peak: number; reserved: number } | null;
+  cudaResetPeak(index: number): boolean;
+  /** Enables/disables autocast for 'cpu' or 'cuda' with a lower-precision dtype code; returns [was enabled, was dtype]. */
+  setAutocast(deviceType: 'cpu' | 'cuda', enabled: boolean, dtype: number): [boolean, number];
+  autocastClearCache(): void;
 }
 
 function findAddon(): string {

@@ -1,7 +1,8 @@
 // Process-wide engine settings: threads, seeding, memory accounting, build information.
 import * as fs from 'node:fs';
 import { native, type NativeMemory } from './native.js';
-import { randn, tidy } from './tensor.js';
+import { hasOp, randn, tidy } from './tensor.js';
+import { cudaInfo, type CudaInfo } from './device.js';
 
 export function setNumThreads(n: number): void { native.setNumThreads(n); }
 export function getNumThreads(): number { return native.getNumThreads(); }
@@ -30,6 +31,10 @@ export interface EngineInfo {
   blasThreads: number;
   blasFollowsIntraOp: boolean;
   devices: string[];
+  /** CUDA: a CUDA build of libtorch, visible devices, allocator statistics available. */
+  cuda: CudaInfo;
+  /** aten::scaled_dot_product_attention is there (libtorch 2.x): SAM's encoder attention uses it. */
+  sdpa: boolean;
   mallocTuned: boolean;
   parallel: string;
 }
@@ -49,7 +54,7 @@ export function engineInfo(): EngineInfo {
   return {
     libtorch: i.version, buildType, debugBuild: /^Debug$/i.test(buildType),
     blas: { library, kind }, threads: native.getNumThreads(), blasThreads: i.blasThreads, blasFollowsIntraOp: i.blasFollowsIntraOp,
-    devices: i.cudaAvailable ? ['cpu', 'cuda'] : ['cpu'],
+    devices: i.cudaAvailable ? ['cpu', 'cuda'] : ['cpu'], cuda: cudaInfo(), sdpa: hasOp('aten::scaled_dot_product_attention'),
     mallocTuned: i.mallocTuned, parallel: i.parallel,
   };
 }

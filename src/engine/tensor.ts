@@ -6,16 +6,38 @@
 // tensors that become unreachable without being disposed — a safety net, not the plan.
 import { native, type Handle, type NativeArg, type NativeResult } from './native.js';
 import { CODE_DTYPE, DTYPE_BYTES, DTYPE_CODE, dtypeOfArray, isFloating, typedArrayFor, type DType, type TypedArrayFor } from './dtype.js';
+import { autocastActive, type Device } from './device.js';
 
 // ---------------------------------------------------------------------------------------------
 // Operators: resolved once at load, called by id.
 
+const opNames = new Map<number, string>();
 function lookup(qualified: string): number {
   const dot = qualified.indexOf('.');
-  return dot < 0 ? native.opLookup(qualified, '') : native.opLookup(qualified.slice(0, dot), qualified.slice(dot + 1));
+  const id = dot < 0 ? native.opLookup(qualified, '') : native.opLookup(qualified.slice(0, dot), qualified.slice(dot + 1));
+  opNames.set(id, qualified);
+  return id;
 }
 
 const ops = new Map<string, number>();
+const missingOps = new Set<string>();
+
+/**
+ * Whether this libtorch has an operator (looked up once, lazily; a missing one is remembered, never
+ * thrown): for ops that only some versions have, e.g. 'aten::scaled_dot_product_attention' (2.x).
+ */
+export function hasOp(qualified: string): boolean {
+  if (ops.has(qualified)) return true;
+  if (missingOps.has(qualified)) return false;
+  try {
+    opId(qualified);
+    return true;
+  } catch {
+    missingOps.add(qualified);
+    return false;
+  }
+}
+
 /** The id of an ATen operator by its schema name, e.g. 'aten::add.Tensor'. */
 export function opId(qualified: string): number {
   let id = ops.get(qualified);
@@ -42,15 +64,94 @@ function wrapResult(r: NativeResult): Tensor | Tensor[] | number | boolean | str
 
 /** Calls an ATen operator; tensor results are wrapped (and owned by the current scope). */
 export function callOp(qualified: string, ...args: Arg[]): Tensor | Tensor[] | number | boolean | string | null {
-  return wrapResult(native.call(opId(qualified), ...args.map(toNative)));
+  const id = opId(qualified);
+  const nargs = args.map(toNative);
+  if (!audit) return wrapResult(native.call(id, ...nargs));
+  const placed = auditCall(id, nargs);
+  const r = wrapResult(native.call(id, ...nargs));
+  auditResults(r, placed);
+  return r;
 }
 
 // Fast paths used by the Tensor methods: results known to be one tensor / a tensor list.
 function t1(id: number, ...args: NativeArg[]): Tensor {
-  return new Tensor(native.call(id, ...args) as Handle);
+  if (!audit) return new Tensor(native.call(id, ...args) as Handle);
+  const placed = auditCall(id, args);
+  const t = new Tensor(native.call(id, ...args) as Handle);
+  auditResults(t, placed);
+  return t;
 }
 function tN(id: number, ...args: NativeArg[]): Tensor[] {
-  return (native.call(id, ...args) as Handle[]).map((h) => new Tensor(h));
+  if (!audit) return (native.call(id, ...args) as Handle[]).map((h) => new Tensor(h));
+  const placed = auditCall(id, args);
+  const ts = (native.call(id, ...args) as Handle[]).map((h) => new Tensor(h));
+  auditResults(ts, placed);
+  return ts;
+}
+/** In-place calls (their result is the input). */
+function cv(id: number, ...args: NativeArg[]): void {
+  if (audit) auditCall(id, args);
+  native.callVoid(id, ...args);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device audit (tests of the GPU path on a machine without one). While it runs, every tensor is
+// either "placed" (made with an explicit device, moved by Module.to / Tensor.to, or computed from a
+// placed tensor) or "host-made" (made without a device: on a GPU run it would sit on the CPU). An op
+// that meets both, with a host-made operand of more than one element, is recorded: on CUDA it would
+// fail with "Expected all tensors to be on the same device". copy_ (a legal cross-device copy) is
+// exempt; 0-dim host tensors are exempt (libtorch accepts CPU scalars next to CUDA tensors).
+
+interface AuditState { placed: Map<Handle, boolean>; sites: Map<Handle, string>; violations: string[] }
+let audit: AuditState | null = null;
+const DEVICE_ARG = /^(cpu|meta|cuda(:\d+)?)$/;
+
+/** Starts recording device mix-ups (see above); tensors that exist now count as host-made. */
+export function startDeviceAudit(): void {
+  audit = { placed: new Map(), sites: new Map(), violations: [] };
+}
+
+/** Stops the audit and returns what it recorded (one line per distinct op and creation site). */
+export function stopDeviceAudit(): string[] {
+  const v = audit ? [...new Set(audit.violations)] : [];
+  audit = null;
+  return v;
+}
+
+/** Marks a tensor as living on the run's device (Module.to does this, also for 'cpu'). */
+export function markPlaced(t: Tensor): void {
+  if (audit && !t.isDisposed) audit.placed.set(t.handle, true);
+}
+
+function auditCall(id: number, args: NativeArg[]): boolean {
+  const a = audit!;
+  const name = opNames.get(id) ?? `op#${id}`;
+  let placed = false;
+  const host: Handle[] = [];
+  const visit = (x: NativeArg): void => {
+    if (Array.isArray(x)) { x.forEach(visit); return; }
+    if (typeof x === 'string' && DEVICE_ARG.test(x)) { placed = true; return; }
+    if (typeof x !== 'number') return;
+    const p = a.placed.get(x);
+    if (p === undefined) return;  // a plain number (or a tensor from before the audit)
+    if (p) placed = true;
+    else host.push(x);
+  };
+  args.forEach(visit);
+  if (name === 'aten::copy_' || name.startsWith('aten::to.device')) return placed;
+  if (placed) {
+    for (const h of host) {
+      const shape = native.shape(h);
+      if (shape.length === 0) continue;
+      a.violations.push(`${name}: a tensor [${shape}] made without a device meets the run's device; made at\n${a.sites.get(h) ?? '  (unknown)'}`);
+    }
+  }
+  return placed;
+}
+
+function auditResults(r: unknown, placed: boolean): void {
+  if (r instanceof Tensor) audit!.placed.set(r.handle, placed || (audit!.placed.get(r.handle) ?? false));
+  else if (Array.isArray(r)) for (const x of r) auditResults(x, placed);
 }
 
 const O = {
@@ -176,7 +277,17 @@ export function isGradEnabled(): boolean {
 
 export type Scalar = number | boolean;
 export type TensorOrScalar = Tensor | number;
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type { Device };
+
+/** float16 / bfloat16: what autocast computes in. */
+export function isReducedFloat(d: DType): boolean {
+  return d === 'bfloat16' || d === 'float16';
+}
+
+/** Inside autocast, the dtype argument that makes softmax-like ops compute in fp32 (CUDA autocast's policy for them). */
+function fp32Arg(t: Tensor): number | null {
+  return autocastActive() && isReducedFloat(t.dtype) ? DTYPE_CODE.float32 : null;
+}
 
 export class Tensor {
   #h: Handle;
@@ -189,6 +300,10 @@ export class Tensor {
     if (scopes.length) scopes[scopes.length - 1].push(this);
     else this.guard();
     sites?.set(h, new Error().stack!.split('\n').slice(2, 7).join('\n'));
+    if (audit) {
+      audit.placed.set(h, false);
+      audit.sites.set(h, new Error().stack!.split('\n').slice(3, 9).join('\n'));
+    }
   }
 
   /** Registers the garbage-collection safety net (idempotent). */
@@ -213,6 +328,7 @@ export class Tensor {
     if (this.#guarded) finalizer.unregister(this);
     native.release(this.#h);
     sites?.delete(this.#h);
+    if (audit) { audit.placed.delete(this.#h); audit.sites.delete(this.#h); }
     this.#h = NaN;
   }
 
@@ -247,7 +363,10 @@ export class Tensor {
   /** The accumulated gradient as a new tensor handle (dispose it, or read it inside tidy), or null. */
   get grad(): Tensor | null {
     const g = native.grad(this.handle);
-    return g === null ? null : new Tensor(g);
+    if (g === null) return null;
+    const t = new Tensor(g);
+    if (audit) audit.placed.set(g, audit.placed.get(this.handle) ?? false);  // a gradient lives with its tensor
+    return t;
   }
   set grad(g: Tensor | null) { native.setGrad(this.handle, g ? g.handle : null); }
   backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
@@ -400,7 +519,13 @@ export class Tensor {
     if (target in DTYPE_CODE) return t1(O.toDtype, this.handle, DTYPE_CODE[target as DType], false, false, null);
     return t1(O.toDevice, this.handle, target, native.meta(this.handle)[1], false, false, null);
   }
+  /** As float32 (a new handle on the same data, no copy, when it already is). */
   float(): Tensor { return this.to('float32'); }
+  /**
+   * `this.data = src` (torch's set_data): this tensor object, its handle and requires_grad stay, its
+   * data, device and dtype become src's. How Module.to() moves parameters without replacing them.
+   */
+  setData(src: Tensor): this { native.setData(this.handle, src.handle); return this; }
 
   // -- linear algebra ----------------------------------------------------------------------
   matmul(o: Tensor): Tensor { return t1(O.matmul, this.handle, o.handle); }
@@ -409,8 +534,9 @@ export class Tensor {
   outer(o: Tensor): Tensor { return t1(O.outer, this.handle, o.handle); }
 
   // -- softmax family ----------------------------------------------------------------------
-  softmax(dim: number): Tensor { return t1(O.softmax, this.handle, dim, null); }
-  logSoftmax(dim: number): Tensor { return t1(O.logSoftmax, this.handle, dim, null); }
+  /** Inside autocast a bf16/fp16 input is computed (and returned) in fp32. */
+  softmax(dim: number): Tensor { return t1(O.softmax, this.handle, dim, fp32Arg(this)); }
+  logSoftmax(dim: number): Tensor { return t1(O.logSoftmax, this.handle, dim, fp32Arg(this)); }
   /** [values, indices] of the k largest (or smallest) along dim. */
   topk(k: number, dim = -1, largest = true, sorted = true): [Tensor, Tensor] {
     return tN(O.topk, this.handle, k, dim, largest, sorted) as [Tensor, Tensor];
@@ -421,30 +547,30 @@ export class Tensor {
 
   // -- in place (optimizers, initialisation; no new tensor is created) ---------------------
   add_(o: TensorOrScalar, alpha = 1): this {
-    if (o instanceof Tensor) native.callVoid(O.addInplace, this.handle, o.handle, alpha);
-    else native.callVoid(O.addInplaceS, this.handle, o, alpha);
+    if (o instanceof Tensor) cv(O.addInplace, this.handle, o.handle, alpha);
+    else cv(O.addInplaceS, this.handle, o, alpha);
     return this;
   }
   mul_(o: TensorOrScalar): this {
-    if (o instanceof Tensor) native.callVoid(O.mulInplace, this.handle, o.handle);
-    else native.callVoid(O.mulInplaceS, this.handle, o);
+    if (o instanceof Tensor) cv(O.mulInplace, this.handle, o.handle);
+    else cv(O.mulInplaceS, this.handle, o);
     return this;
   }
   div_(o: TensorOrScalar): this {
-    if (o instanceof Tensor) native.callVoid(O.divInplace, this.handle, o.handle);
-    else native.callVoid(O.divInplaceS, this.handle, o);
+    if (o instanceof Tensor) cv(O.divInplace, this.handle, o.handle);
+    else cv(O.divInplaceS, this.handle, o);
     return this;
   }
-  addcmul_(a: Tensor, b: Tensor, value = 1): this { native.callVoid(O.addcmulInplace, this.handle, a.handle, b.handle, value); return this; }
-  addcdiv_(a: Tensor, b: Tensor, value = 1): this { native.callVoid(O.addcdivInplace, this.handle, a.handle, b.handle, value); return this; }
-  lerp_(end: Tensor, weight: number): this { native.callVoid(O.lerpInplace, this.handle, end.handle, weight); return this; }
-  copy_(src: Tensor): this { native.callVoid(O.copyInplace, this.handle, src.handle, false); return this; }
-  zero_(): this { native.callVoid(O.zeroInplace, this.handle); return this; }
-  fill_(v: number): this { native.callVoid(O.fillInplace, this.handle, v); return this; }
-  clamp_(min: number | null, max: number | null = null): this { native.callVoid(O.clampInplace, this.handle, min, max); return this; }
-  sqrt_(): this { native.callVoid(O.sqrtInplace, this.handle); return this; }
-  uniform_(from = 0, to = 1): this { native.callVoid(O.uniformInplace, this.handle, from, to, null); return this; }
-  normal_(mean = 0, std = 1): this { native.callVoid(O.normalInplace, this.handle, mean, std, null); return this; }
+  addcmul_(a: Tensor, b: Tensor, value = 1): this { cv(O.addcmulInplace, this.handle, a.handle, b.handle, value); return this; }
+  addcdiv_(a: Tensor, b: Tensor, value = 1): this { cv(O.addcdivInplace, this.handle, a.handle, b.handle, value); return this; }
+  lerp_(end: Tensor, weight: number): this { cv(O.lerpInplace, this.handle, end.handle, weight); return this; }
+  copy_(src: Tensor): this { cv(O.copyInplace, this.handle, src.handle, false); return this; }
+  zero_(): this { cv(O.zeroInplace, this.handle); return this; }
+  fill_(v: number): this { cv(O.fillInplace, this.handle, v); return this; }
+  clamp_(min: number | null, max: number | null = null): this { cv(O.clampInplace, this.handle, min, max); return this; }
+  sqrt_(): this { cv(O.sqrtInplace, this.handle); return this; }
+  uniform_(from = 0, to = 1): this { cv(O.uniformInplace, this.handle, from, to, null); return this; }
+  normal_(mean = 0, std = 1): this { cv(O.normalInplace, this.handle, mean, std, null); return this; }
 
   toString(): string {
     return this.isDisposed ? 'Tensor(disposed)' : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
@@ -457,6 +583,7 @@ export class Tensor {
 export interface CreateOpts { dtype?: DType; device?: Device; requiresGrad?: boolean }
 
 function finish(t: Tensor, o: CreateOpts): Tensor {
+  if (audit && o.device) audit.placed.set(t.handle, true);
   if (o.device && o.device !== 'cpu') {
     const m = t.to(o.device);
     t.dispose();

@@ -23,7 +23,8 @@ export function registerDoctor(program: Command): void {
       console.log(`libtorch      ${i.libtorch} (${i.buildType})`);
       console.log(`BLAS          ${i.blas.kind}  ${i.blas.library}`);
       console.log(`threads       ${i.threads} intra-op${i.blasThreads > 0 ? `, ${i.blasThreads} OpenBLAS (${i.blasFollowsIntraOp ? 'follows intra-op' : 'OPENBLAS_NUM_THREADS'})` : ''}`);
-      console.log(`devices       ${i.devices.join(', ')}`);
+      console.log(`devices       ${i.devices.join(', ')}  (CUDA: ${i.cuda.build ? `CUDA build, ${i.cuda.devices} device(s) visible` : 'none, a CPU build of libtorch'})`);
+      console.log(`attention     ${i.sdpa ? 'scaled_dot_product_attention (fused kernels)' : 'explicit (this libtorch has no scaled_dot_product_attention)'}`);
       console.log(`malloc tuned  ${i.mallocTuned ? 'yes' : 'no'}`);
       for (const w of warnings) console.log(`\n!!! WARNING: ${w}`);
     });

@@ -1,6 +1,6 @@
 // Module: named parameters, buffers and children, as in torch.nn.Module, so that state-dict names
 // match PyTorch's exactly (checkpoints load by name).
-import { noGrad, Tensor } from '../tensor.js';
+import { markPlaced, noGrad, Tensor, type Device } from '../tensor.js';
 
 export abstract class Module {
   training = true;
@@ -114,6 +114,56 @@ export abstract class Module {
     let n = 0;
     for (const p of this.parameters()) if (!trainableOnly || p.requiresGrad) n += p.numel;
     return n;
+  }
+
+  /**
+   * Tensors a module holds outside its parameters and buffers that must live on the module's device
+   * (e.g. SAM's pixel statistics, a cell's re-parameterized kernel); moved by to().
+   */
+  protected deviceTensors(): Tensor[] { return []; }
+
+  /** The device of the first parameter (or buffer); 'cpu' for a module without tensors. */
+  get device(): string {
+    for (const [, m] of this.namedModules()) {
+      for (const t of m.#params.values()) return t.device;
+      for (const t of m.#buffers.values()) return t.device;
+    }
+    return 'cpu';
+  }
+
+  /**
+   * Moves every parameter, buffer (and their gradients) and deviceTensors() of this tree to `device`
+   * in place: the tensors keep their identity (as `p.data = p.data.to(device)`), so references held
+   * by layers, optimizers and adapters stay valid. Tensors already there are left alone.
+   */
+  to(device: Device): this {
+    const seen = new Set<Tensor>();
+    const move = (t: Tensor | null): void => {
+      if (!t || t.isDisposed || seen.has(t)) return;
+      seen.add(t);
+      markPlaced(t);  // the device audit's record (tests): this tensor is on the run's device
+      if (t.device === device) return;
+      noGrad(() => {
+        const moved = t.to(device);
+        t.setData(moved);
+        moved.dispose();
+        const g = t.grad;
+        if (g) {
+          if (g.device !== device) {
+            const mg = g.to(device);
+            t.grad = mg;
+            mg.dispose();
+          }
+          g.dispose();
+        }
+      });
+    };
+    for (const [, m] of this.namedModules()) {
+      for (const t of m.#params.values()) move(t);
+      for (const t of m.#buffers.values()) move(t);
+      for (const t of m.deviceTensors()) move(t);
+    }
+    return this;
   }
 
   /** Frees every parameter and buffer of this module tree. */

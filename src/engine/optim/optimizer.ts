@@ -1,6 +1,6 @@
 // Optimizer base: parameter groups with per-group hyper-parameters (changeable between steps) and
 // per-parameter state tensors that can be saved and restored exactly.
-import { noGrad, tidy, type Tensor } from '../tensor.js';
+import { markPlaced, noGrad, tidy, type Device, type Tensor } from '../tensor.js';
 
 export interface ParamGroup<H> { params: Tensor[]; hyper: H; name?: string }
 export type GroupInput<H> = Tensor[] | Array<{ params: Tensor[]; name?: string } & Partial<H>>;
@@ -93,7 +93,10 @@ export abstract class Optimizer<H extends object> {
       const tensors: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(e.tensors)) {
         if (t.shape.join(',') !== p.shape.join(',')) throw new Error(`optimizer state '${k}' of parameter ${i} has shape [${t.shape}], parameter [${p.shape}]`);
-        tensors[k] = t.clone().keep();
+        // The state lives with its parameter (a checkpoint is read onto the CPU; the model may be on a GPU).
+        const dev = p.device;
+        tensors[k] = (t.device === dev ? t.clone() : t.to(dev as Device)).keep();
+        markPlaced(tensors[k]);
       }
       this.state.set(p, { step: e.step, tensors });
     });
