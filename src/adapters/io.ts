@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tensor, tidy, type Module, type Tensor } from '../engine/index.js';
+import { markPlaced, tensor, tidy, type Device, type Module, type Tensor } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { DType, RawTensor } from '../io/raw.js';
@@ -179,8 +179,19 @@ function restore(dir: string, cfg: AdapterFileConfig, model: Module, layers: Inj
       }
       if (rec.reparameterized) {
         cell.reparam?.kernel?.dispose();
+        // Read onto the CPU; the kernel lives where the cell does (a model already moved to a GPU).
+        const onCellDevice = (t: Tensor): Tensor => {
+          const d = cell.alpha.device;
+          if (t.device === d) {
+            markPlaced(t);
+            return t;
+          }
+          const m = t.to(d as Device).keep();
+          t.dispose();
+          return m;
+        };
         cell.reparam = {
-          kernel: src.get(kernels.get(rec.path)!) ? read(kernels.get(rec.path)!) : null, size: rec.size ?? 1,
+          kernel: src.get(kernels.get(rec.path)!) ? onCellDevice(read(kernels.get(rec.path)!)) : null, size: rec.size ?? 1,
           others: (rec.others ?? []).map(({ op, w }) => ({ op: cell.candidates.find((c) => c.name === op)!, w })),
         };
       }

@@ -3,7 +3,7 @@
 // and GELU, and resizes back; a noisy top-1 gate picks one expert per image (per window in
 // windowed blocks). The expert output is NOT scaled by its gate value — the gate learns only
 // through the load-balancing loss, 0.01·(cv²(importance) + cv²(load)).
-import { Conv2d, F, Module, ModuleList, noGrad, randnLike, tensor, zeros, zerosLike, type Tensor } from '../../engine/index.js';
+import { Conv2d, F, Module, ModuleList, noGrad, randnLike, tensor, zeros, zerosLike, type Device, type Tensor } from '../../engine/index.js';
 
 export class ScaleExpert extends Module {
   readonly conv: Conv2d;
@@ -22,7 +22,7 @@ export class ScaleExpert extends Module {
 
 /** cv² = var/mean² (unbiased var), 0 for a single expert. */
 export function cvSquared(x: Tensor): Tensor {
-  if (x.shape[0] === 1) return zeros([]);
+  if (x.shape[0] === 1) return zeros([], { device: x.device as Device });
   return x.var().div(x.mean().square().add(1e-10));
 }
 
@@ -68,12 +68,13 @@ export class ScaleMoE extends Module {
 
   /** m (N, r, H, W) → m + E_k(m), with k the top-1 expert of each of the N maps. */
   forward(m: Tensor): Tensor {
-    const g = m.mean([2, 3]);  // (N, r) global average pool
-    const clean = g.matmul(this.wGate);
+    // The gate in fp32 (inside autocast the two products come back bf16): its statistics feed a loss.
+    const g = F.fp32UnderAutocast(m).mean([2, 3]);  // (N, r) global average pool
+    const clean = F.fp32UnderAutocast(g.matmul(this.wGate));
     let logits = clean;
     let noiseStd: Tensor | null = null;
     if (this.training && this.noisy) {
-      noiseStd = g.matmul(this.wNoise).softplus().add(NOISE_EPS);
+      noiseStd = F.fp32UnderAutocast(g.matmul(this.wNoise)).softplus().add(NOISE_EPS);
       logits = clean.add(this.noise(clean).mul(noiseStd));
     }
     const M = this.numExperts;
@@ -99,7 +100,7 @@ export class ScaleMoE extends Module {
     this.lastLoad = Array.from({ length: M }, (_, e) => byExpert.get(e)?.length ?? 0);
     let out = m;
     for (const [e, rows] of byExpert) {
-      const idx = tensor(rows, [rows.length], { dtype: 'int64' });
+      const idx = tensor(rows, [rows.length], { dtype: 'int64', device: m.device as Device });
       out = out.indexAdd(0, idx, this.experts.at(e).forward(m.indexSelect(0, idx)));
     }
     return out;

@@ -1,7 +1,7 @@
 // The searchable cell between A and B: Σ_i softmax(α)_i · O_i(z) on the r-channel token map.
 // Three states: searching (all ops, α-weighted), discretized (the arg-max op alone, weight 1, the
 // others no longer computed), re-parameterized (the conv-type ops summed into one kernel).
-import { F, Module, ModuleDict, noGrad, rand, tensor, tidy, zeros, type Tensor } from '../../engine/index.js';
+import { F, Module, ModuleDict, noGrad, rand, tensor, tidy, zeros, type Device, type Tensor } from '../../engine/index.js';
 import { denseKernel, embedKernel, getOp, span, type CandidateOp } from './ops.js';
 
 /** One dense kernel for the conv-type ops, plus the other ops (pools) as weighted terms. */
@@ -47,7 +47,7 @@ export class MixedCell extends Module {
   /** α with the dropped ops at −∞ (their softmax weight is exactly 0, their α gets no gradient). */
   logits(): Tensor {
     if (this.active.every((a) => a)) return this.alpha;
-    return this.alpha.add(tensor(Float32Array.from(this.active, (a) => (a ? 0 : -Infinity))));
+    return this.alpha.add(tensor(Float32Array.from(this.active, (a) => (a ? 0 : -Infinity)), undefined, { device: this.alpha.device as Device }));
   }
 
   /** Current mixing weights (softmax of α over the active ops), or one-hot once discretized. */
@@ -116,7 +116,7 @@ export class MixedCell extends Module {
       const K = Math.max(...g.map((e) => e.op.conv!.k));
       let kernel: Tensor | null = null;
       for (const { op, i } of g) {
-        const k = embedKernel(op.conv!.weight(this.ops.get(op.name)!, this.channels), 1, K).mul(w.select(0, i));
+        const k = embedKernel(op.conv!.weight(this.ops.get(op.name)!, this.channels, this.alpha.device as Device), 1, K).mul(w.select(0, i));
         kernel = kernel ? kernel.add(k) : k;
       }
       add(F.conv2d(z, kernel!, null, { padding: (d * (K - 1)) / 2, dilation: d }));
@@ -134,7 +134,7 @@ export class MixedCell extends Module {
     }
     const logits = this.logits();
     // g = −log(−log u): Gumbel noise from libtorch's generator (re-seeded per step: exact resume).
-    const u = rand(logits.shape).clamp(1e-10, 1 - 1e-7);
+    const u = rand(logits.shape, { device: logits.device as Device }).clamp(1e-10, 1 - 1e-7);
     const y = logits.add(u.log().neg().log().neg()).div(this.tau).softmax(0);
     const k = y.argmax().item();
     const op = this.candidates[k];
@@ -181,7 +181,7 @@ export class MixedCell extends Module {
       ? noGrad(() => tidy(() => {
         let k: Tensor | null = null;
         for (const { o, w: wi } of convs) {
-          const t = denseKernel(o, this.ops.get(o.name)!, this.channels, size).mul(wi);
+          const t = denseKernel(o, this.ops.get(o.name)!, this.channels, size, this.alpha.device as Device).mul(wi);
           k = k ? k.add(t) : t;
         }
         return k!;
@@ -222,6 +222,8 @@ export class MixedCell extends Module {
     const w = this.softmax();
     return Object.fromEntries(this.candidates.map((o, i) => [o.name, w[i]]));
   }
+
+  protected override deviceTensors(): Tensor[] { return this.reparam?.kernel ? [this.reparam.kernel] : []; }
 
   override dispose(): void {
     this.reparam?.kernel?.dispose();

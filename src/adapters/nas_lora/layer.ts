@@ -2,7 +2,7 @@
 // (per attention window in windowed blocks, over the whole grid in global blocks — whatever grid
 // the wrapped qkv layer is called on). With partialChannels K > 1 this is NAS-PC-LoRA: only
 // ⌈r/K⌉ channels go through the cell, the rest pass unchanged, then channels are shuffled.
-import { cat, eye, noGrad, randn, tidy, type Conv2d, type Tensor } from '../../engine/index.js';
+import { cat, eye, noGrad, randn, tidy, type Conv2d, type Device, type Tensor } from '../../engine/index.js';
 import { AdapterLayer, LowRankBranch, fromMap, toMap, type LayerOpts } from '../base.js';
 import { MixedCell } from './cell.js';
 
@@ -40,7 +40,7 @@ export class NasBranch extends LowRankBranch {
     if (this.folded) return true;
     if (!this.cell.derived || !this.cell.isPerToken()) return false;
     noGrad(() => tidy(() => {
-      const mT = this.mid(eye(this.rank).reshape(this.rank, 1, 1, this.rank)).reshape(this.rank, this.rank);  // row i = M·e_i
+      const mT = this.mid(eye(this.rank, { device: this.B.weight.device as Device }).reshape(this.rank, 1, 1, this.rank)).reshape(this.rank, this.rank);  // row i = M·e_i
       this.B.weight.copy_(this.B.weight.matmul(mT.transpose(0, 1)));
     }));
     this.folded = true;
@@ -67,7 +67,7 @@ export class NasBranch extends LowRankBranch {
     // A per-token map is an r×r matrix M; read it off by sending the basis vectors through mid()
     // as 1×1 token grids (row i of the result is M·e_i).
     return noGrad(() => tidy(() => {
-      const out = this.mid(eye(this.rank).reshape(this.rank, 1, 1, this.rank)).reshape(this.rank, this.rank);
+      const out = this.mid(eye(this.rank, { device: this.B.weight.device as Device }).reshape(this.rank, 1, 1, this.rank)).reshape(this.rank, this.rank);
       return this.B.weight.matmul(out.transpose(0, 1)).matmul(this.A.weight);
     }));
   }
@@ -81,7 +81,7 @@ function diracInit(cell: MixedCell, r: number): void {
       const k = op.conv.k;
       const c = (k - 1) / 2;
       tidy(() => {
-        w.copy_(randn(w.shape).mul(DIRAC_NOISE));
+        w.copy_(randn(w.shape, { device: w.device as Device }).mul(DIRAC_NOISE));
         for (let i = 0; i < r; i++) w.select(0, i).select(0, i).select(0, c).select(0, c).add_(1);
       });
     }

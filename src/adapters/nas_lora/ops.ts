@@ -5,7 +5,7 @@
 // and dilation, and denseKernel() its exact equivalent zero-padded to any odd size), 'avg' / 'max'
 // pools, or 'zero'. 'perToken' ops (skip, 1×1 conv) act on each token alone, so a cell of them can
 // fold into W0.
-import { Conv2d, Empty, F, eye, tensor, zerosLike, noGrad, type Module, type Tensor } from '../../engine/index.js';
+import { Conv2d, Empty, F, eye, tensor, zerosLike, noGrad, type Device, type Module, type Tensor } from '../../engine/index.js';
 
 export type OpKind = 'conv' | 'avg' | 'max' | 'zero';
 
@@ -17,8 +17,8 @@ export interface CandidateOp {
   apply(z: Tensor, m: Module): Tensor;
   /** Multiply-adds per token and output channel on an r-channel map: the tie-break at discretisation prefers the cheapest. */
   cost(r: number): number;
-  /** For kind 'conv': its (r, r, k, k) weight, applied with `dilation` and same padding. */
-  conv?: { k: number; dilation: number; weight(m: Module, r: number): Tensor };
+  /** For kind 'conv': its (r, r, k, k) weight (on `device`, the cell's), applied with `dilation` and same padding. */
+  conv?: { k: number; dilation: number; weight(m: Module, r: number, device: Device): Tensor };
 }
 
 /** The smallest odd dense kernel size that expresses a conv-type op. */
@@ -27,18 +27,18 @@ export function span(op: CandidateOp): number {
 }
 
 /** The (r, r, size, size) kernel equal to a conv-type op applied with padding (size−1)/2. */
-export function denseKernel(op: CandidateOp, m: Module, r: number, size: number): Tensor {
-  return embedKernel(op.conv!.weight(m, r), op.conv!.dilation, size);
+export function denseKernel(op: CandidateOp, m: Module, r: number, size: number, device: Device): Tensor {
+  return embedKernel(op.conv!.weight(m, r, device), op.conv!.dilation, size);
 }
 
 export const OPS = new Map<string, CandidateOp>();
 export function registerOp(op: CandidateOp): void { OPS.set(op.name, op); }
 
-// One-hot placement matrices (k·k → size·size), cached: a dilated k×k kernel becomes a dense
-// size×size one with a single matmul, cheap enough to do at every search step.
+// One-hot placement matrices (k·k → size·size), cached per device: a dilated k×k kernel becomes a
+// dense size×size one with a single matmul, cheap enough to do at every search step.
 const placements = new Map<string, Tensor>();
-function placement(k: number, dilation: number, size: number): Tensor {
-  const key = `${k}/${dilation}/${size}`;
+function placement(k: number, dilation: number, size: number, device: string): Tensor {
+  const key = `${k}/${dilation}/${size}/${device}`;
   let p = placements.get(key);
   if (!p) {
     const extent = dilation * (k - 1) + 1;
@@ -46,7 +46,7 @@ function placement(k: number, dilation: number, size: number): Tensor {
     const off = (size - extent) / 2;
     const m = new Float32Array(k * k * size * size);
     for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) m[(a * k + b) * size * size + (off + a * dilation) * size + off + b * dilation] = 1;
-    p = tensor(m, [k * k, size * size]).keep();
+    p = tensor(m, [k * k, size * size], { device: device as Device }).keep();
     placements.set(key, p);
   }
   return p;
@@ -58,7 +58,7 @@ export function cachedPlacements(): number { return placements.size; }
 /** Places a (o, i, k, k) kernel dilated by d, centred, into a (o, i, size, size) zero kernel. */
 export function embedKernel(w: Tensor, dilation: number, size: number): Tensor {
   const [o, i, k] = w.shape;
-  return w.reshape(o * i, k * k).matmul(placement(k, dilation, size)).reshape(o, i, size, size);
+  return w.reshape(o * i, k * k).matmul(placement(k, dilation, size, w.device)).reshape(o, i, size, size);
 }
 
 function convOp(name: string, k: number, dilation: number): CandidateOp {
@@ -75,7 +75,7 @@ registerOp({
   name: 'skip', kind: 'conv', perToken: true, cost: () => 0,
   build: () => new Empty(),
   apply: (z) => z,
-  conv: { k: 1, dilation: 1, weight: (_m, r) => eye(r).reshape(r, r, 1, 1) },
+  conv: { k: 1, dilation: 1, weight: (_m, r, device) => eye(r, { device }).reshape(r, r, 1, 1) },
 });
 registerOp(convOp('conv_1x1', 1, 1));
 registerOp(convOp('conv_3x3', 3, 1));

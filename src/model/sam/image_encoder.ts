@@ -4,7 +4,7 @@
 // Tokens travel as (B, H, W, C) between blocks, as in the original; attention receives its token
 // grid in that layout too, so a layer wrapping `qkv` (an adapter) sees H and W: for a windowed
 // block the grid is one window (B·nWindows, ws, ws, C), for a global block the whole image.
-import { callOp, Conv2d, einsum, F, LayerNorm, Linear, ModuleList, tensor, tidy, zeros, type Tensor } from '../../engine/index.js';
+import { callOp, Conv2d, einsum, F, LayerNorm, Linear, ModuleList, tensor, tidy, zeros, type Device, type Tensor } from '../../engine/index.js';
 import { LayerNorm2d, MLPBlock, SamModule, Sequential, type Layer } from './common.js';
 
 export interface ImageEncoderOpts {
@@ -124,6 +124,37 @@ export class Block extends SamModule {
 
 export interface AttentionOpts { qkvBias?: boolean; useRelPos?: boolean; inputSize?: [number, number] }
 
+/**
+ * How the encoder's attention is computed: 'sdpa' = libtorch's scaled_dot_product_attention (2.x;
+ * fused memory-efficient / flash kernels on CUDA) with the decomposed relative positions as an
+ * additive mask; 'explicit' = the scores, softmax and product written out (every libtorch, 1.13
+ * included); 'auto' (default) = sdpa where this libtorch has it. NASLORA_ATTENTION sets the default.
+ */
+export type AttentionImpl = 'auto' | 'sdpa' | 'explicit';
+export const ATTENTION_IMPLS: readonly AttentionImpl[] = ['auto', 'sdpa', 'explicit'];
+let attentionSetting: AttentionImpl = (() => {
+  const e = process.env.NASLORA_ATTENTION;
+  if (e === undefined || e === '') return 'auto';
+  if (!(ATTENTION_IMPLS as readonly string[]).includes(e)) throw new Error(`NASLORA_ATTENTION=${e}: expected ${ATTENTION_IMPLS.join(', ')}`);
+  return e as AttentionImpl;
+})();
+
+/** Sets how the image encoder's attention is computed (for every encoder); returns the previous setting. */
+export function setAttentionImpl(impl: AttentionImpl): AttentionImpl {
+  if (!(ATTENTION_IMPLS as readonly string[]).includes(impl)) throw new Error(`attention must be one of ${ATTENTION_IMPLS.join(', ')}, not '${impl}'`);
+  const prev = attentionSetting;
+  attentionSetting = impl;
+  return prev;
+}
+
+/** The attention path the encoder takes now ('auto' resolved against this libtorch). */
+export function attentionImpl(): 'sdpa' | 'explicit' {
+  if (attentionSetting === 'explicit') return 'explicit';
+  const has = F.hasScaledDotProductAttention();
+  if (attentionSetting === 'sdpa' && !has) throw new Error('attention sdpa: this libtorch has no aten::scaled_dot_product_attention (PyTorch 2.0 or later); use explicit or auto');
+  return has ? 'sdpa' : 'explicit';
+}
+
 /** Multi-head attention with decomposed relative positions, on a (B, H, W, C) token grid. */
 export class Attention extends SamModule {
   readonly headDim: number;
@@ -134,6 +165,8 @@ export class Attention extends SamModule {
   proj: Layer;
   rel_pos_h: Tensor | null = null;
   rel_pos_w: Tensor | null = null;
+  /** The path the last forward took (tests, benchmarks). */
+  lastImpl: 'sdpa' | 'explicit' | null = null;
 
   constructor(dim: number, readonly numHeads: number, o: AttentionOpts = {}) {
     super();
@@ -151,6 +184,36 @@ export class Attention extends SamModule {
   }
 
   forward(x: Tensor): Tensor {
+    return attentionImpl() === 'sdpa' ? this.forwardSdpa(x) : this.forwardExplicit(x);
+  }
+
+  /**
+   * scaled_dot_product_attention on (B, nHeads, H·W, headDim); the relative positions (from the
+   * unscaled q, as in the explicit form) become its additive mask (B, nHeads, H·W, H·W). Its default
+   * scale is 1/√headDim, SAM's. `sdpa` is libtorch's kernel (tests pass its written-out form to check
+   * this path's layout and mask on a libtorch without it).
+   */
+  forwardSdpa(x: Tensor, sdpa: typeof F.scaledDotProductAttention = F.scaledDotProductAttention): Tensor {
+    this.lastImpl = 'sdpa';
+    const [B, H, W] = x.shape;
+    const nh = this.numHeads;
+    const qkv = this.qkv.forward(x).reshape(B, H * W, 3, nh, -1).permute(2, 0, 3, 1, 4);  // (3, B, nh, HW, hd)
+    const q = qkv.select(0, 0), k = qkv.select(0, 1), v = qkv.select(0, 2);
+    let mask: Tensor | null = null;
+    if (this.useRelPos) {
+      const bias = decomposedRelPosBias(q.reshape(B * nh, H * W, -1), this.rel_pos_h!, this.rel_pos_w!, [H, W], [H, W]);
+      mask = bias.view(B, nh, H * W, H * W);
+      bias.dispose();
+    }
+    const ctx = sdpa(q, k, v, mask);
+    mask?.dispose();
+    const out = ctx.permute(0, 2, 1, 3).reshape(B, H, W, -1);
+    ctx.dispose();
+    return this.proj.forward(out);
+  }
+
+  forwardExplicit(x: Tensor): Tensor {
+    this.lastImpl = 'explicit';
     const [B, H, W] = x.shape;
     const nh = this.numHeads;
     // qkv: (3, B·nHeads, H·W, headDim)
@@ -211,7 +274,7 @@ export function getRelPos(qSize: number, kSize: number, relPos: Tensor): Tensor 
   for (let i = 0; i < qSize; i++) {
     for (let j = 0; j < kSize; j++) idx.push(Math.trunc(f(f(f(i * qs) - f(j * ks)) + shift)));
   }
-  return table.index([tensor(idx, [qSize, kSize], { dtype: 'int64' })]);
+  return table.index([tensor(idx, [qSize, kSize], { dtype: 'int64', device: relPos.device as Device })]);
 }
 
 /**
@@ -224,17 +287,29 @@ export function addDecomposedRelPos(
   return addDecomposedRelPos_(attn.clone(), q, relPosH, relPosW, qSize, kSize);
 }
 
-/** addDecomposedRelPos in place on attn (returned); autograd-safe: matmul and add do not save their outputs. */
-export function addDecomposedRelPos_(
-  attn: Tensor, q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number],
-): Tensor {
+/** The two terms of the decomposed relative positions of q (B, qh·qw, C): (B, qh, qw, kh) and (B, qh, qw, kw). */
+function relPosTerms(q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number]): [Tensor, Tensor] {
   const [qh, qw] = qSize, [kh, kw] = kSize;
   const Rh = getRelPos(qh, kh, relPosH);
   const Rw = getRelPos(qw, kw, relPosW);
   const [B, , dim] = q.shape;
   const rq = q.reshape(B, qh, qw, dim);
-  const relH = einsum('bhwc,hkc->bhwk', rq, Rh);
-  const relW = einsum('bhwc,wkc->bhwk', rq, Rw);
+  return [einsum('bhwc,hkc->bhwk', rq, Rh), einsum('bhwc,wkc->bhwk', rq, Rw)];
+}
+
+/** The decomposed relative positions as an additive attention bias (B, qh·qw, kh·kw): what addDecomposedRelPos adds. */
+export function decomposedRelPosBias(q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number]): Tensor {
+  const [relH, relW] = relPosTerms(q, relPosH, relPosW, qSize, kSize);
+  return relH.unsqueeze(4).add(relW.unsqueeze(3)).reshape(q.shape[0], qSize[0] * qSize[1], kSize[0] * kSize[1]);
+}
+
+/** addDecomposedRelPos in place on attn (returned); autograd-safe: matmul and add do not save their outputs. */
+export function addDecomposedRelPos_(
+  attn: Tensor, q: Tensor, relPosH: Tensor, relPosW: Tensor, qSize: [number, number], kSize: [number, number],
+): Tensor {
+  const [qh, qw] = qSize, [kh, kw] = kSize;
+  const [relH, relW] = relPosTerms(q, relPosH, relPosW, qSize, kSize);
+  const B = q.shape[0];
   const v = attn.view(B, qh, qw, kh, kw);
   v.add_(relH.unsqueeze(4)).add_(relW.unsqueeze(3));
   v.dispose();

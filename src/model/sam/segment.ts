@@ -1,7 +1,7 @@
 // SAM as a binary segmenter for fine-tuning: images (already normalized, S×S) in, one low-res
 // mask logit map per image out. Prompt-free (the Conv-LoRA protocol: no points or boxes, dense
 // embedding = no_mask_embed, the single-mask token) or prompted with boxes/points per image.
-import { cat, tensor, type Tensor } from '../../engine/index.js';
+import { cat, tensor, type Device, type Tensor } from '../../engine/index.js';
 import type { Sam } from './sam.js';
 
 export interface ImagePrompts {
@@ -12,7 +12,19 @@ export interface ImagePrompts {
   pointLabels: Int32Array | null;
 }
 
+/**
+ * Low-res mask logits (B, 1, h, w), float32 whatever precision the model computed in (autocast's
+ * bf16 stops here: losses and metrics are computed in fp32). Prompts become tensors on the images'
+ * device.
+ */
 export function segmentLogits(sam: Sam, images: Tensor, prompts: ImagePrompts | null = null): Tensor {
+  // Callers make the batch on the model's device; one made elsewhere is moved (once) rather than failing.
+  const device = sam.device;
+  if (images.device !== device) images = images.to(device as Device);
+  return segmentLogitsAnyDtype(sam, images, prompts).float();
+}
+
+function segmentLogitsAnyDtype(sam: Sam, images: Tensor, prompts: ImagePrompts | null): Tensor {
   const B = images.shape[0];
   const emb = sam.image_encoder.forward(images);
   const pe = sam.prompt_encoder.getDensePe();
@@ -23,10 +35,11 @@ export function segmentLogits(sam: Sam, images: Tensor, prompts: ImagePrompts | 
   }
   const out: Tensor[] = [];
   const n = prompts?.pointLabels ? prompts.pointLabels.length / B : 0;
+  const device = images.device as Device;
   for (let i = 0; i < B; i++) {
-    const box = prompts?.boxes ? tensor(prompts.boxes.subarray(4 * i, 4 * i + 4), [1, 4]) : null;
+    const box = prompts?.boxes ? tensor(prompts.boxes.subarray(4 * i, 4 * i + 4), [1, 4], { device }) : null;
     const points = n > 0
-      ? { coords: tensor(prompts!.pointCoords!.subarray(2 * n * i, 2 * n * (i + 1)), [1, n, 2]), labels: tensor(Array.from(prompts!.pointLabels!.subarray(n * i, n * (i + 1))), [1, n]) }
+      ? { coords: tensor(prompts!.pointCoords!.subarray(2 * n * i, 2 * n * (i + 1)), [1, n, 2], { device }), labels: tensor(Array.from(prompts!.pointLabels!.subarray(n * i, n * (i + 1))), [1, n], { device }) }
       : null;
     const [sparse, dense] = sam.prompt_encoder.forward(points, box, null);
     const [lowRes] = sam.mask_decoder.forward(emb.narrow(0, i, 1), pe, sparse, dense, false);
