@@ -23,7 +23,7 @@ import {
   applyOverride, ConfigError, deepMerge, isPresetName, NAS_METHODS, parseConfig, PRESET_NAMES, PRESETS,
   type PresetName, type RunConfig,
 } from '../train/config.js';
-import { buildModel, loadSplits, runTraining, scoringOf, writeTestDetails, type Scoring } from '../train/run.js';
+import { buildModel, loadSplits, runTraining, runtimeOf, scoringOf, writeTestDetails, type Scoring } from '../train/run.js';
 import { processDist } from '../train/dist.js';
 import { evaluateShards } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
@@ -338,6 +338,11 @@ export function planCompare(file: string, overrides: readonly string[] = []): Co
     const saved = path.join(r.runDir, 'config.resolved.json');
     if (!fs.existsSync(saved)) { problems.push(`${r.runDir}: has results but no config.resolved.json; remove the folder to rerun it`); continue; }
     const diff = diffPaths(JSON.parse(fs.readFileSync(saved, 'utf8')), JSON.parse(JSON.stringify(r.cfg)));
+    // Where a run computes is not what it computes: a run folder made on another device is reused
+    // (a killed CPU run may resume on a GPU), with a note, since its time is then not comparable.
+    const moved = diff.differ.filter((d) => d.startsWith('runtime.device:'));
+    diff.differ = diff.differ.filter((d) => !d.startsWith('runtime.device:'));
+    if (moved.length) warnings.push(`${r.runDir}: was run with another device (${moved.join('; ')}): reused; its seconds are not comparable with the others'`);
     if (diff.differ.length) problems.push(`${r.runDir}: was run with another config (${diff.differ.join('; ')}); remove the folder or choose another out_dir`);
     else if (diff.oneSided.length) warnings.push(`${r.runDir}: reused although its config lacks or has extra keys (${diff.oneSided.join('; ')}): it was made by another naslora version`);
     if (r.state === 'finished') {
@@ -462,7 +467,9 @@ async function runZeroShot(r: PlannedRun, log: (m: string) => void): Promise<voi
 export async function runCompare(plan: ComparePlan, o: CompareOptions = {}): Promise<CompareResult> {
   // Data-parallel: every rank walks the same plan (each run is trained by all of them); rank 0
   // alone speaks, removes and writes.
-  const dist = processDist();
+  // Every run's device first: one this libtorch cannot give stops the compare before any run starts.
+  const devices = plan.runs.map((r) => runtimeOf(r.cfg).device);
+  const dist = processDist(devices.length ? { device: devices[0] } : {});
   const main = !dist || dist.isMain;
   const log = !main ? () => undefined : o.log ?? ((m: string) => process.stderr.write(m + '\n'));
   const progress = o.progress ?? ((label: string, cfg: RunConfig) => makeProgress(label, { logEvery: cfg.train.log_every, jsonStream: process.stderr }));

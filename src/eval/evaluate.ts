@@ -5,7 +5,7 @@
 //  - 'label': the label size L of training (the mask resized to L×L, nearest; the logits bilinear to
 //    L×L), batched, as the trainer scores its validation and test splits (eval.resolution's default).
 import * as path from 'node:path';
-import { F, noGrad, tensor, tidy, type Tensor } from '../engine/index.js';
+import { F, noGrad, tensor, tidy, type Device, type Tensor } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
   decodeSample, iterateBatches, loadSample, validRegion, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource,
@@ -40,6 +40,8 @@ export interface EvalOptions {
   metrics?: ReadonlyArray<keyof ImageMetrics>;
   cache?: SampleCache | null;
   onImage?: (i: number, n: number) => void;
+  /** The model's device: each image (batch) is made there; the probabilities come back to the CPU for the metrics. Default 'cpu'. */
+  device?: Device;
 }
 
 export async function evaluateOriginal(model: EvalModel, items: SampleSource[], o: EvalOptions): Promise<EvalReport> {
@@ -49,8 +51,8 @@ export async function evaluateOriginal(model: EvalModel, items: SampleSource[], 
     const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, o.threshold) : await decodeSample(s, o.threshold);
     const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, threshold: o.threshold, augment: null });
     const prob = noGrad(() => tidy(() => {
-      const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize]);
-      return logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize).sigmoid().toArray() as Float32Array;
+      const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize], { device: o.device });
+      return logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize).sigmoid().toFloat32Array();
     }));
     agg.add(d.id, prob, d.mask, d.height, d.width);
     o.onImage?.(i + 1, items.length);
@@ -78,11 +80,11 @@ export async function evaluateAtLabelSize(model: EvalModel, items: SampleSource[
     batchSize: o.batchSize, shuffle: false, prefetch: o.prefetch, workers: o.workers, cache: o.cache ?? null,
   })) {
     const probs = noGrad(() => tidy(() => {
-      const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize]);
+      const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device: o.device });
       const low = model.forward(images, o.prompts?.(b) ?? null);
       const [, , h, w] = low.shape;
       const up = h === L && w === L ? low : F.interpolate(low, { size: [L, L], mode: 'bilinear', alignCorners: false });
-      return up.sigmoid().toArray() as Float32Array;
+      return up.sigmoid().toFloat32Array();
     }));
     const n = L * L;
     b.ids.forEach((id, k) => agg.add(id, probs.subarray(k * n, (k + 1) * n), Uint8Array.from(b.masks.subarray(k * n, (k + 1) * n)), L, L));

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { noGrad, tensor, tidy } from '../engine/index.js';
+import { noGrad, tensor, tidy, type Device } from '../engine/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { decodeSample, iterateBatches, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource } from '../data/loader.js';
 import { logitsToOriginal } from './evaluate.js';
@@ -54,6 +54,8 @@ export interface ExampleOptions {
   /** Prompted mode: the prompts of a (one-image) batch, as the evaluation draws them. */
   prompts?: (b: Batch) => BatchPrompts | null;
   split?: string;
+  /** The model's device (default 'cpu'): each image is made there; the prediction comes back for the PNG. */
+  device?: Device;
 }
 
 export interface ExampleModel { forward(images: Tensor, prompts?: BatchPrompts | null): Tensor }
@@ -74,8 +76,8 @@ export async function saveExamples(
       imageSize: o.imageSize, labelSize: o.labelSize, resize: o.resize, threshold: o.threshold, augment: null, batchSize: 1, shuffle: false,
     })) {
       const prob = noGrad(() => tidy(() => {
-        const x = tensor(b.images, [1, 3, b.imageSize, b.imageSize]);
-        return logitsToOriginal(model.forward(x, o.prompts?.(b) ?? null), o.imageSize, d.height, d.width, o.resize).sigmoid().toArray() as Float32Array;
+        const x = tensor(b.images, [1, 3, b.imageSize, b.imageSize], { device: o.device });
+        return logitsToOriginal(model.forward(x, o.prompts?.(b) ?? null), o.imageSize, d.height, d.width, o.resize).sigmoid().toFloat32Array();
       }));
       pred = Uint8Array.from(prob, (p) => (p > o.probThreshold ? 255 : 0));
     }

@@ -198,6 +198,23 @@ const EvalSchema = z.strictObject({
   resolution: z.enum(['label', 'original']),
 });
 
+/** Where and in which precision a run computes (not what it computes: a run may resume on another device). */
+const RuntimeSchema = z.strictObject({
+  /**
+   * 'cpu'; 'cuda' (one GPU per process: cuda:LOCAL_RANK when data-parallel, which then uses NCCL);
+   * 'auto' = cuda when the engine reports a CUDA device (data-parallel: one per local process), else
+   * cpu. 'cuda' on a CPU build of libtorch is an error at the start of the run. `--device` sets it.
+   */
+  device: z.enum(['cpu', 'cuda', 'auto']),
+  /**
+   * 'fp32', or 'bf16': autocast (matmuls and convolutions in bfloat16; softmax, norms, reductions
+   * and the loss in fp32; fp32 master weights and optimizer state). `--precision` sets it.
+   */
+  precision: z.enum(['fp32', 'bf16']),
+});
+
+export const RUNTIME_DEFAULTS: z.output<typeof RuntimeSchema> = { device: 'cpu', precision: 'fp32' };
+
 const ObjectSchema = z.strictObject({
   model: ModelSchema,
   data: DataSchema,
@@ -207,6 +224,8 @@ const ObjectSchema = z.strictObject({
   schedule: ScheduleSchema,
   train: TrainSchema,
   eval: EvalSchema,
+  /** Absent in configs written before it existed: the defaults (cpu, fp32). */
+  runtime: RuntimeSchema.default({ ...RUNTIME_DEFAULTS }),
 });
 
 type ObjectConfig = z.output<typeof ObjectSchema>;
@@ -332,6 +351,7 @@ function base(name: MethodName): RunConfigInput {
     },
     train: { epochs: 20, steps: null, seed: 0, eval_every: 1, log_every: 10, out_dir: `runs/${name}` },
     eval: { metrics: [...METRICS], split: 'val', threshold: 0.5, resolution: 'label' },
+    runtime: { ...RUNTIME_DEFAULTS },
   };
 }
 

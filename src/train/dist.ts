@@ -1,4 +1,5 @@
-// Data-parallel training on PyTorch's c10d (a TCPStore rendezvous and a Gloo process group; see
+// Data-parallel training on PyTorch's c10d (a TCPStore rendezvous and a Gloo process group on the
+// CPU, an NCCL one when the run computes on CUDA: one GPU per process, cuda:LOCAL_RANK; see
 // engine/dist.ts), as torchrun + DistributedDataParallel do it:
 //  - every rank builds the same model, then rank 0's weights are broadcast (one source of truth);
 //  - each global batch is cut into disjoint per-rank slices (data/loader.ts `shard`);
@@ -11,7 +12,7 @@
 //  - rank 0 alone writes files.
 // Faults: each rank records its progress in the store before a collective; when a collective fails
 // (a peer died: connection closed; or hung: c10d's timeout) the error names the ranks that fell behind.
-import { ProcessGroup, Store, noGrad, tidy, cat, zeros, tensor, type Module, type Tensor } from '../engine/index.js';
+import { ProcessGroup, Store, noGrad, tidy, cat, cudaIndex, setCudaDevice, zeros, tensor, type Device, type DistBackend, type Module, type Tensor } from '../engine/index.js';
 
 export interface DistEnv {
   rank: number;
@@ -51,6 +52,11 @@ export interface DataParallelOptions {
   bucketBytes?: number;
   /** Rendezvous and collective timeout (default 60 s). */
   timeoutMs?: number;
+  /**
+   * Where this rank computes (default 'cpu'): 'cpu' uses Gloo; 'cuda:N' makes N this process's
+   * current CUDA device and uses NCCL (collectives then take tensors on that device).
+   */
+  device?: Device;
 }
 
 export class DataParallel {
@@ -58,6 +64,9 @@ export class DataParallel {
   readonly worldSize: number;
   readonly isMain: boolean;
   readonly bucketBytes: number;
+  /** Where the collectives' tensors live ('cpu' with Gloo, 'cuda:N' with NCCL). */
+  readonly device: Device;
+  readonly backend: DistBackend;
   private seq = 0;
   private step = 0;
 
@@ -66,6 +75,8 @@ export class DataParallel {
     this.worldSize = env.worldSize;
     this.isMain = env.rank === 0;
     this.bucketBytes = o.bucketBytes ?? 25 * 1024 * 1024;
+    this.device = o.device ?? 'cpu';
+    this.backend = backendFor(this.device);
   }
 
   /** Joins the group: rank 0 hosts the store at MASTER_ADDR:MASTER_PORT, the others connect. */
@@ -77,7 +88,17 @@ export class DataParallel {
     } catch (e) {
       throw new Error(`data-parallel rank ${env.rank}: no rendezvous at ${env.masterAddr}:${env.masterPort} within ${timeoutMs / 1000} s (${(e as Error).message})`);
     }
-    const group = new ProcessGroup(store, env.rank, env.worldSize, { backend: 'gloo', timeoutMs });
+    const device = o.device ?? 'cpu';
+    const backend = backendFor(device);
+    // NCCL runs on the current CUDA device: this rank's (cuda:LOCAL_RANK), set before the group exists.
+    if (backend === 'nccl') setCudaDevice(cudaIndex(device)!);
+    let group: ProcessGroup;
+    try {
+      group = new ProcessGroup(store, env.rank, env.worldSize, { backend, timeoutMs });
+    } catch (e) {
+      store.close();
+      throw new Error(`data-parallel rank ${env.rank}: no ${backend} process group on ${device}: ${(e as Error).message}`);
+    }
     return new DataParallel(env, store, group, o);
   }
 
@@ -133,7 +154,7 @@ export class DataParallel {
       const grads = params.map((p) => p.grad);
       try {
         // Which parameters have a gradient anywhere, and the extras: one small float64 allreduce.
-        const head = tensor(new Float64Array([...grads.map((g) => (g ? 1 : 0)), ...extras]), [grads.length + extras.length], { dtype: 'float64' });
+        const head = tensor(new Float64Array([...grads.map((g) => (g ? 1 : 0)), ...extras]), [grads.length + extras.length], { dtype: 'float64', device: this.device });
         this.group.allreduce(head, 'sum');
         const summed = head.toArray<'float64'>() as Float64Array;
         head.dispose();
@@ -146,7 +167,7 @@ export class DataParallel {
           while (end < idx.length && (end === start || bytes + params[idx[end]!]!.numel * 4 <= this.bucketBytes)) bytes += params[idx[end++]!]!.numel * 4;
           const members = idx.slice(start, end);
           tidy(() => {
-            const flat = cat(members.map((i) => (grads[i] ?? zeros(params[i]!.shape)).flatten()));
+            const flat = cat(members.map((i) => (grads[i] ?? zeros(params[i]!.shape, { device: this.device })).flatten()));
             this.group.allreduce(flat, 'avg');
             let off = 0;
             for (const i of members) {
@@ -178,13 +199,31 @@ export class DataParallel {
       this.store.set(key(this.rank), JSON.stringify(value));
       const out: T[] = [];
       for (let r = 0; r < this.worldSize; r++) out.push(JSON.parse(this.store.get(key(r))) as T);
-      this.group.barrier();  // everyone has read: the keys may be reused by a later gather
+      this.sync();  // everyone has read: the keys may be reused by a later gather
       return out;
     });
   }
 
   barrier(what = 'barrier'): void {
-    this.guard(what, () => this.group.barrier());
+    this.guard(what, () => this.sync());
+  }
+
+  /**
+   * A barrier. NCCL's own barrier picks its device by guessing from the rank; a one-element allreduce
+   * on this rank's device is the same synchronisation without the guess.
+   */
+  private sync(): void {
+    if (this.backend === 'gloo') {
+      this.group.barrier();
+      return;
+    }
+    const t = zeros([1], { device: this.device });
+    try {
+      this.group.allreduce(t, 'sum');
+      t.item();  // the CPU waits for the device
+    } finally {
+      t.dispose();
+    }
   }
 
   close(): void {
@@ -193,15 +232,28 @@ export class DataParallel {
   }
 }
 
+/** The process-group backend for a rank's device: Gloo on the CPU, NCCL on CUDA. */
+export function backendFor(device: string): DistBackend {
+  if (device === 'cpu') return 'gloo';
+  if (cudaIndex(device) !== null) return 'nccl';
+  throw new Error(`data-parallel: no process-group backend for device '${device}' (cpu: gloo, cuda: nccl)`);
+}
+
 let joined: DataParallel | null | undefined;
 
 /**
  * This process's place in a data-parallel group, joined once (a compare's runs reuse it): from
  * torchrun's variables (set by `--nproc`/`--nnodes`, or by torchrun itself), with the timeout and
  * bucket size from NASLORA_DIST_TIMEOUT_S and NASLORA_DIST_BUCKET_MB; null in a single process.
+ * `device` (this rank's, default 'cpu') picks the backend: Gloo for the CPU, NCCL for CUDA. A later
+ * call asking for another device than the group was joined with is an error.
  */
-export function processDist(): DataParallel | null {
-  if (joined !== undefined) return joined;
+export function processDist(o: { device?: Device } = {}): DataParallel | null {
+  if (joined !== undefined) {
+    if (joined && o.device !== undefined && o.device !== joined.device)
+      throw new Error(`data-parallel: this process joined its group on ${joined.device} (${joined.backend}); a run asking for ${o.device} cannot use it (give every run of a compare the same runtime.device)`);
+    return joined;
+  }
   const env = distEnvFromProcess();
   const num = (k: string, dflt: number): number => {
     const v = process.env[k];
@@ -210,6 +262,6 @@ export function processDist(): DataParallel | null {
     if (!(n > 0)) throw new Error(`${k}=${v}: expected a positive number`);
     return n;
   };
-  joined = env ? DataParallel.join(env, { timeoutMs: num('NASLORA_DIST_TIMEOUT_S', 60) * 1000, bucketBytes: num('NASLORA_DIST_BUCKET_MB', 25) * 1024 * 1024 }) : null;
+  joined = env ? DataParallel.join(env, { timeoutMs: num('NASLORA_DIST_TIMEOUT_S', 60) * 1000, bucketBytes: num('NASLORA_DIST_BUCKET_MB', 25) * 1024 * 1024, device: o.device }) : null;
   return joined;
 }

@@ -2,17 +2,18 @@
 // weights), adapters, the stage-wise training, and a final test evaluation.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { manualSeed, type Module } from '../engine/index.js';
+import { autocast, manualSeed, resolveDevice, type Device, type Module, type Precision } from '../engine/index.js';
 import { countByPart, formatCounts, injectAdapters, setTrainable, sha256File, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/sam/sam.js';
 import { loadSamFile } from '../model/sam/build.js';
 import { segmentLogits } from '../model/sam/segment.js';
+import { attentionImpl } from '../model/sam/image_encoder.js';
 import { effectiveArchFrac, type RunConfig } from './config.js';
 import { hashSeed, loadDataset, makeSplits } from '../data/dataset.js';
 import type { SampleSource } from '../data/loader.js';
 import { makeSyntheticDomain } from '../data/synthetic.js';
 import { evaluateShards, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
-import { processDist } from './dist.js';
+import { distEnvFromProcess, processDist } from './dist.js';
 import { makeProgress, silentProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics, MetricRow } from '../eval/metrics.js';
@@ -38,10 +39,31 @@ export function resolveSamConfig(nameOrFile: string): SamConfig {
   return 'config' in j ? j.config : j;
 }
 
-export interface BuiltModel { sam: Sam; seg: SegModel; layers: InjectedLayer[]; baseSha256: string | null; config: SamConfig }
+/** Where a run computes and in which precision, resolved (runtime.device 'auto' → cpu or cuda:N). */
+export interface Runtime { device: Device; precision: Precision }
 
-/** SAM (from the checkpoint, or fresh weights) with the run's adapters in it. */
-export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel {
+/**
+ * The run's runtime: runtime.device resolved for this process (data-parallel: cuda:LOCAL_RANK, one
+ * GPU per process). 'cuda' on a libtorch without CUDA throws here, before anything is loaded.
+ */
+export function runtimeOf(cfg: RunConfig): Runtime {
+  const env = distEnvFromProcess();
+  const device = resolveDevice(cfg.runtime.device, { localRank: env?.localRank, localWorldSize: env?.localWorldSize, what: 'runtime.device' });
+  return { device, precision: cfg.runtime.precision };
+}
+
+/** What metrics.json records about where the run computed. */
+export function runtimeRecord(rt: Runtime): { device: string; precision: Precision; attention: 'sdpa' | 'explicit' } {
+  return { device: rt.device, precision: rt.precision, attention: attentionImpl() };
+}
+
+export interface BuiltModel { sam: Sam; seg: SegModel; layers: InjectedLayer[]; baseSha256: string | null; config: SamConfig; runtime: Runtime }
+
+/**
+ * SAM (from the checkpoint, or fresh weights) with the run's adapters in it, moved once to the
+ * run's device; its forward runs in the run's precision and returns fp32 logits.
+ */
+export function buildModel(cfg: RunConfig, log: (m: string) => void, rt: Runtime = runtimeOf(cfg)): BuiltModel {
   let sam: Sam;
   let baseSha256: string | null = null;
   let config: SamConfig;
@@ -75,8 +97,10 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void): BuiltModel
   // whatever the process drew before (an earlier run of a compare, a loaded checkpoint).
   manualSeed(hashSeed(cfg.train.seed, 'adapters'));
   const layers = injectAdapters(sam, cfg.method as AdapterConfig);
-  const seg: SegModel = { module: sam, forward: (images, prompts) => segmentLogits(sam, images, prompts) };
-  return { sam, seg, layers, baseSha256, config };
+  // Everything the model holds (SAM, adapters, NAS α, Conv-LoRA experts) moves once, here.
+  sam.to(rt.device);
+  const seg: SegModel = { module: sam, forward: (images, prompts) => autocast(rt, () => segmentLogits(sam, images, prompts)) };
+  return { sam, seg, layers, baseSha256, config, runtime: rt };
 }
 
 export interface RunOutcome extends TrainResult {
@@ -110,7 +134,9 @@ export interface RunOptions {
 export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<RunOutcome> {
   const runDir = o.runDir ?? cfg.train.out_dir;
   const label = o.label ?? cfg.method.name;
-  const dist = processDist();
+  // First: a device this libtorch cannot give ends the run before anything is read or written.
+  const rt = runtimeOf(cfg);
+  const dist = processDist({ device: rt.device });
   const main = !dist || dist.isMain;
   // Ranks other than 0 train silently: rank 0 speaks (and writes) for the group.
   const progress = !main ? silentProgress : o.progress ?? makeProgress(label, { logEvery: cfg.train.log_every });
@@ -122,7 +148,8 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
   progress.log(`data: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch`);
   const periodic = cfg.eval.split === 'test' ? splits.test : splits.val;
   if (cfg.eval.split === 'test') progress.log('eval.split=test: the periodic evaluation runs on the test split and picks checkpoints/best there (its test score is then optimistic)');
-  const built = buildModel(cfg, (m) => progress.log(m));
+  const built = buildModel(cfg, (m) => progress.log(m), rt);
+  if (rt.device !== 'cpu' || rt.precision !== 'fp32') progress.log(`runtime: ${rt.device}, precision ${rt.precision}, encoder attention ${attentionImpl()}`);
   try {
     setTrainable(built.sam, cfg.schedule.stages[0].train as Part[]);
     const counts = countByPart(built.sam);
@@ -143,7 +170,7 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
     const trainable = adapterParamCount(built.sam, cfg);
     const adapterParams = countByPart(built.sam).filter((c) => ['lora', 'ops', 'alpha'].includes(c.part)).reduce((a, c) => a + c.total, 0);
     if (main) writeFileAtomic(path.join(runDir, 'metrics.json'), JSON.stringify({
-      method: label, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, scoring: scoringOf(cfg),
+      method: label, trainable_parameters: trainable, adapter_parameters: adapterParams, seconds: result.seconds, scoring: scoringOf(cfg), runtime: runtimeRecord(rt),
       best: result.best ? { ...result.best, split: cfg.eval.split } : null, val: cfg.eval.split === 'val' ? result.final : null, test,
       ...(trainScore ? { train: trainScore, train_note: 'no val or test split: scored on the training data, not held out' } : {}),
     }, null, 2) + '\n');

@@ -6,7 +6,7 @@
 // function of (seed, epoch, position), so a resumed run repeats the uninterrupted run's losses.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Module, type Tensor } from '../engine/index.js';
+import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Device, type Module, type Tensor } from '../engine/index.js';
 import { ConvLoraLayer, auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import { meanOfRows, type ImageMetrics, type MetricRow } from '../eval/metrics.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
@@ -92,10 +92,11 @@ async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number
   }
 }
 
-function toTensors(b: Batch): { images: Tensor; masks: Tensor } {
+/** A batch as tensors on the model's device (one host-to-device copy each). */
+function toTensors(b: Batch, device: Device): { images: Tensor; masks: Tensor } {
   return {
-    images: tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize]),
-    masks: tensor(b.masks, [b.batchSize, 1, b.labelSize, b.labelSize]),
+    images: tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device }),
+    masks: tensor(b.masks, [b.batchSize, 1, b.labelSize, b.labelSize], { device }),
   };
 }
 
@@ -130,7 +131,7 @@ export async function evaluateShards(model: SegModel, items: SampleSource[], cfg
 export async function evaluateReport(model: SegModel, items: SampleSource[], cfg: RunConfig, o: { threshold?: number; resolution?: Resolution } = {}): Promise<EvalReport> {
   const common = {
     imageSize: cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold, probThreshold: o.threshold ?? cfg.eval.threshold,
-    metrics: cfg.eval.metrics.map((m) => METRIC_FIELDS[m]), cache: cacheFor(cfg),
+    metrics: cfg.eval.metrics.map((m) => METRIC_FIELDS[m]), cache: cacheFor(cfg), device: model.module.device as Device,
   };
   model.module.eval();
   try {
@@ -150,7 +151,7 @@ export async function saveTestExamples(model: SegModel, items: SampleSource[], r
   try {
     return await saveExamples(dir, model, items, pickExamples(rows, items.map((s) => s.id), o.fixed ?? 3), rows, {
       imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold,
-      probThreshold: cfg.eval.threshold, cache: cacheFor(cfg), split: o.split,
+      probThreshold: cfg.eval.threshold, cache: cacheFor(cfg), split: o.split, device: model.module.device as Device,
       prompts: cfg.data.mode === 'prompted' ? (b) => batchPrompts(b, { box: cfg.data.prompts.box, jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : undefined,
     });
   } finally {
@@ -161,6 +162,8 @@ export async function saveTestExamples(model: SegModel, items: SampleSource[], r
 export async function train(inp: TrainInputs): Promise<TrainResult> {
   const { cfg, model, layers } = inp;
   const dist = inp.dist ?? null;
+  // The model was moved to its device once (run.ts); batches follow it there.
+  const device = model.module.device as Device;
   // Rank 0 alone writes the run folder; the others read it (resume) and compute.
   const run = new RunDir(inp.runDir, { write: !dist || dist.isMain });
   const { total } = totalSteps(cfg, inp.train.length);
@@ -281,7 +284,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       setTrainable(model.module, ['alpha']);
       alphaOpt!.zeroGrad();
       if (b.batchSize > 0) tidy(() => {
-        const { images, masks } = toTensors(b);
+        const { images, masks } = toTensors(b, device);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
         const l = lossOf(b, out, masks).total;
         const r = search.regularizer();
@@ -299,7 +302,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       const b = (await trainIt.next()).value as Batch;
       if (b.batchSize === 0) continue;  // data-parallel: no sample of a short last batch for this rank
       stepLoss += tidy(() => {
-        const { images, masks } = toTensors(b);
+        const { images, masks } = toTensors(b, device);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);
         const { total, reported } = lossOf(b, out, masks);
         const l = total.div(accum);

@@ -6,6 +6,8 @@ import { formatCompareMarkdown, planCompare, runCompare, type ComparePlan } from
 import { checkRun, formatRunCheck } from '../../train/check.js';
 import { reportAfter } from './report.js';
 import { addLaunchOptions, isSecondaryRank, maybeLaunch, type LaunchOptions } from '../launch.js';
+import { addRuntimeOptions, runtimeOverrides, type RuntimeFlags } from '../runtime_options.js';
+import { runtimeOf } from '../../train/run.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -32,20 +34,21 @@ partial ones without a checkpoint; a run folder made with another config is an e
 Time ratios are against the methods named conv-lora and lora (or the only entry with that preset).`;
 
 export function registerCompare(program: Command): void {
-  addLaunchOptions(program
+  addRuntimeOptions(addLaunchOptions(program
     .command('compare')
     .description('fair multi-seed comparison: every method × seed with the same data splits, steps, batch and evaluation; writes compare.json and compare.md')
     .requiredOption('-c, --config <compare.yaml>', 'compare file: base (path relative to the compare file, or inline), methods, seeds, out_dir')
     .option('--set <key=value>', 'override a run-config value in every run, after each method\'s set (repeatable); train.seed, train.out_dir and method.name are compare\'s', collect, [])
     .option('--json', 'print {"runs":[...],"methods":[...]} on stdout and nothing else (all progress on stderr)')
     .option('--dry-run', 'validate and resolve everything (every run config, file paths, checkpoint header, data listing, run folders), print the plan, each method\'s resolved config and parameter table, and exit')
-    .addHelpText('after', EXAMPLE))
-    .action(async (o: { config: string; set: string[]; json?: boolean; dryRun?: boolean } & LaunchOptions) => {
-      const plan = planCompare(o.config, o.set);
+    .addHelpText('after', EXAMPLE)))
+    .action(async (o: { config: string; set: string[]; json?: boolean; dryRun?: boolean } & LaunchOptions & RuntimeFlags) => {
+      const plan = planCompare(o.config, [...o.set, ...runtimeOverrides(o)]);
       if (o.dryRun) {
         process.stdout.write(formatCompareDryRun(plan));
         return;
       }
+      for (const r of plan.runs) runtimeOf(r.cfg);  // a device this libtorch cannot give fails before any run
       const launched = await maybeLaunch(o);
       if (launched !== null) { process.exitCode = launched; return; }
       const r = await runCompare(plan);

@@ -5,9 +5,11 @@ import { evaluateAtLabelSize, evaluateOriginal, RESOLUTIONS, writeEvalReport, ty
 import { segmentLogits } from '../../model/sam/segment.js';
 import { loadDataset, type SplitName } from '../../data/dataset.js';
 import { loadCliModel } from './model_io.js';
+import { autocast } from '../../engine/index.js';
+import { addRuntimeOptions, commandRuntime, type RuntimeFlags } from '../runtime_options.js';
 
 export function registerEval(program: Command): void {
-  program
+  addRuntimeOptions(program
     .command('eval')
     .description('evaluate SAM (+ adapter) on a data split at original resolution or a label size: summary.json (with the resolution used) and per_image.csv (Dice, IoU, S-measure, E-measure, weighted F, MAE, BER)')
     .requiredOption('--checkpoint <file>', 'base SAM checkpoint (.pth or .safetensors)')
@@ -22,8 +24,9 @@ export function registerEval(program: Command): void {
     .option('--resolution <r>', 'original: each image at its own size; label: masks and predictions at --label-size, as `train` scores (eval.resolution)', 'original')
     .option('--label-size <n>', 'with --resolution label: the label size (default: the model input size, as data.label_size null)')
     .option('--batch-size <n>', 'with --resolution label: images per forward pass', '4')
-    .requiredOption('-o, --out <dir>', 'output folder')
-    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize: 'squash' | 'longest-pad'; threshold: string; resolution: string; labelSize?: string; batchSize: string; out: string }) => {
+    .requiredOption('-o, --out <dir>', 'output folder'), { defaults: true })
+    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize: 'squash' | 'longest-pad'; threshold: string; resolution: string; labelSize?: string; batchSize: string; out: string } & RuntimeFlags) => {
+      const rt = commandRuntime(o);  // before anything is loaded
       if (!['train', 'val', 'test', 'all'].includes(o.split)) throw new Error(`--split must be train, val, test or all, not '${o.split}'`);
       if (!RESOLUTIONS.includes(o.resolution as Resolution)) throw new Error(`--resolution must be ${RESOLUTIONS.join(' or ')}, not '${o.resolution}'`);
       const posInt = (v: string | undefined, name: string): number | undefined => {
@@ -41,10 +44,11 @@ export function registerEval(program: Command): void {
       const m = loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter, imageSize: o.imageSize ? Number(o.imageSize) : undefined });
       try {
         m.loaded.model.eval();
+        m.loaded.model.to(rt.device);  // once, base and adapter together (no copy when already there)
         const S = m.loaded.config.img_size;
-        const model = { forward: (x: Parameters<typeof segmentLogits>[1]) => segmentLogits(m.loaded.model, x) };
+        const model = { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segmentLogits(m.loaded.model, x)) };
         const common = {
-          imageSize: S, resize: o.resize, threshold: Number(o.threshold),
+          imageSize: S, resize: o.resize, threshold: Number(o.threshold), device: rt.device,
           onImage: (i: number, n: number) => { if (i % 10 === 0 || i === n) process.stderr.write(`\reval ${i}/${n}`); },
         };
         const labelSize = labelSizeOpt ?? S;

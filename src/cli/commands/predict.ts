@@ -10,6 +10,8 @@ import type { RawTensor } from '../../io/raw.js';
 import { readSafetensors, writeSafetensors } from '../../io/safetensors.js';
 import { SamPredictor } from '../../model/sam/predictor.js';
 import { loadCliModel } from './model_io.js';
+import { autocast } from '../../engine/index.js';
+import { addRuntimeOptions, commandRuntime, type RuntimeFlags } from '../runtime_options.js';
 
 export const PREDICTION_FILE = 'prediction.safetensors';
 
@@ -82,13 +84,14 @@ function publish(tmp: string, out: string): void {
   }
 }
 
-interface PredictArgs {
+interface PredictArgs extends RuntimeFlags {
   checkpoint: string; modelConfig?: string; adapter?: string; image: string;
   point: string[]; box: string[]; maskInput?: string; multimask?: boolean; out: string;
 }
 
 async function predict(o: PredictArgs): Promise<void> {
   // 1. Arguments, image and model: every check before any output.
+  const rt = commandRuntime(o);
   const points = o.point.map(parsePoint);
   const boxes = o.box.map(parseBox);
   if (!points.length && !boxes.length && !o.maskInput) throw new Error('give at least one prompt: --point, --box or --mask-input');
@@ -101,12 +104,13 @@ async function predict(o: PredictArgs): Promise<void> {
   const predictor = new SamPredictor(model);
   try {
     model.eval();
+    model.to(rt.device);  // once (no copy when already there); the predictor makes its inputs there
     const maskInput = o.maskInput ? bestLowRes(o.maskInput, model.prompt_encoder.maskInputSize) : undefined;
 
     // 2. Predict: one predictTorch call; several boxes are a batch of B prompts sharing the points.
-    predictor.setImage(img.data, img.height, img.width);
+    autocast(rt, () => predictor.setImage(img.data, img.height, img.width));
     const B = Math.max(1, boxes.length);
-    const r = predictor.predictPixels({ points, boxes, maskInput, multimask: o.multimask ?? false });
+    const r = autocast(rt, () => predictor.predictPixels({ points, boxes, maskInput, multimask: o.multimask ?? false }));
     const N = r.iou.length, H = img.height, W = img.width, n = H * W;
     const emb = predictor.getImageEmbedding();
     const tensors: Array<[string, RawTensor]> = [
@@ -154,7 +158,7 @@ async function predict(o: PredictArgs): Promise<void> {
 }
 
 export function registerPredict(program: Command): void {
-  program
+  addRuntimeOptions(program
     .command('predict')
     .description('SAM masks for point/box prompts on one image: mask PNGs, an overlay and prediction.safetensors')
     .requiredOption('--checkpoint <file>', 'SAM checkpoint (.pth or .safetensors, segment-anything or Hugging Face names)')
@@ -165,6 +169,6 @@ export function registerPredict(program: Command): void {
     .option('--box <x0,y0,x1,y1>', 'a box in original-image pixels (repeatable: several boxes are predicted in one batch)', collect, [])
     .option('--mask-input <file>', 'an earlier prediction.safetensors: its low-res logits with the highest predicted IoU are fed back')
     .option('--multimask', 'three masks per prompt instead of one')
-    .requiredOption('-o, --out <dir>', 'output folder')
+    .requiredOption('-o, --out <dir>', 'output folder'), { defaults: true })
     .action(predict);
 }

@@ -1,29 +1,31 @@
 // `naslora train`, `naslora pretrain`, `naslora demo`.
 import type { Command } from 'commander';
 import { loadConfig } from '../../train/config.js';
-import { runTraining } from '../../train/run.js';
+import { runTraining, runtimeOf } from '../../train/run.js';
 import { pretrain, pretrainConfig } from '../../train/pretrain.js';
 import { runDemo } from '../../train/demo.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
 import { reportAfter } from './report.js';
 import { addLaunchOptions, isSecondaryRank, maybeLaunch, type LaunchOptions } from '../launch.js';
+import { addRuntimeOptions, runtimeOverrides, type RuntimeFlags } from '../runtime_options.js';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
 export function registerTrain(program: Command): void {
-  addLaunchOptions(program
+  addRuntimeOptions(addLaunchOptions(program
     .command('train')
     .description('fine-tune SAM with an adapter method (stage-wise schedule for NAS methods)')
     .requiredOption('-c, --config <file|preset>', 'YAML run config, or a preset: nas-lora, nas-pc-lora, lora, conv-lora, decoder-only')
     .option('--set <key=value>', 'override a config value (repeatable), e.g. --set data.dir=data/kvasir --set train.epochs=5', collect, [])
     .option('--resume', 'continue the run in train.out_dir from checkpoints/last')
-    .option('--dry-run', 'resolve the config (presets, overrides, file paths), read the checkpoint header and list the data, print the resolved config and the parameter table, and exit'))
-    .action(async (o: { config: string; set: string[]; resume?: boolean; dryRun?: boolean } & LaunchOptions) => {
-      const cfg = loadConfig(o.config, o.set);
+    .option('--dry-run', 'resolve the config (presets, overrides, file paths), read the checkpoint header and list the data, print the resolved config and the parameter table, and exit')))
+    .action(async (o: { config: string; set: string[]; resume?: boolean; dryRun?: boolean } & LaunchOptions & RuntimeFlags) => {
+      const cfg = loadConfig(o.config, [...o.set, ...runtimeOverrides(o)]);
       if (o.dryRun) {
         console.log(formatRunCheck(checkRun(cfg)));
         return;
       }
+      runtimeOf(cfg);  // a device this libtorch cannot give fails here, before any worker starts
       const launched = await maybeLaunch(o);
       if (launched !== null) { process.exitCode = launched; return; }
       const r = await runTraining(cfg, { resume: o.resume });
@@ -35,18 +37,19 @@ export function registerTrain(program: Command): void {
       await reportAfter(r.runDir);
     });
 
-  addLaunchOptions(program
+  addRuntimeOptions(addLaunchOptions(program
     .command('pretrain')
     .description('train a small SAM from scratch (every part), e.g. where no SAM checkpoint can be downloaded')
     .requiredOption('-c, --config <file|preset>', 'YAML run config or preset (model.config names the SAM configuration)')
     .option('--set <key=value>', 'override a config value (repeatable)', collect, [])
-    .option('--dry-run', 'resolve the config, list the data, print the resolved pretraining config and the parameter table, and exit'))
-    .action(async (o: { config: string; set: string[]; dryRun?: boolean } & LaunchOptions) => {
-      const cfg = loadConfig(o.config, o.set);
+    .option('--dry-run', 'resolve the config, list the data, print the resolved pretraining config and the parameter table, and exit')))
+    .action(async (o: { config: string; set: string[]; dryRun?: boolean } & LaunchOptions & RuntimeFlags) => {
+      const cfg = loadConfig(o.config, [...o.set, ...runtimeOverrides(o)]);
       if (o.dryRun) {
         console.log(formatRunCheck(checkRun(pretrainConfig(cfg))));
         return;
       }
+      runtimeOf(cfg);
       const launched = await maybeLaunch(o);
       if (launched !== null) { process.exitCode = launched; return; }
       const r = await pretrain(cfg);
