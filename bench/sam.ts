@@ -7,16 +7,30 @@
 //                                for naslora libtorch's own peak bytes) against the file size
 //   vit_b_image_encoder_1024     image-encoder forward of one 1024×1024 image (no autograd)
 //   vit_b_prompt_mask_decoder_point  prompt encoder + mask decoder for one point, multimask
+//   vit_b_encoder_fwd_bwd_1024_explicit / _sdpa  one training forward + backward of the image encoder
+//                                (every weight trainable) with each attention path: time and the peak
+//                                memory above what was live before (the engine's counting allocator on
+//                                the CPU, the CUDA caching allocator's peak on a GPU); the sdpa row says
+//                                "unavailable" on a libtorch without scaled_dot_product_attention (1.13).
+//                                No PyTorch twin. NASLORA_BENCH_SAM_TRAIN=0 skips them (about 10 GB and
+//                                a few minutes on the CPU); NASLORA_BENCH_SAM_TRAIN_DEPTH=n keeps n blocks.
+// `bench sam --device cuda` (NASLORA_BENCH_DEVICE) runs the fwd+bwd rows alone, on the GPU;
+// --precision bf16 (NASLORA_BENCH_PRECISION) runs them under autocast.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { getNumThreads, manualSeed, noGrad, randn, tensor, tidy } from '../src/engine/index.js';
+import {
+  autocast, cudaIndex, cudaMemory, F, getNumThreads, manualSeed, memory, noGrad, randn, resetCudaPeakMemory, resetPeakMemory, resolveDevice, tensor, tidy,
+  type DeviceSpec, type Precision,
+} from '../src/engine/index.js';
 import { toRaw } from '../src/adapters/index.js';
 import { writePth } from '../src/io/pth_write.js';
 import type { RawTensor } from '../src/io/raw.js';
 import { buildSam, loadSamFile } from '../src/model/sam/build.js';
+import { setAttentionImpl } from '../src/model/sam/image_encoder.js';
+import type { Sam } from '../src/model/sam/sam.js';
 import { benchSrcDir, median, PYTHON, round, row, type BenchRow } from './common.js';
 
 const ENCODER_RUNS = Number(process.env.NASLORA_BENCH_RUNS ?? 3);
@@ -108,13 +122,89 @@ async function alternate(ours: () => unknown, twin: Awaited<ReturnType<typeof st
   return [median(a), b.length ? median(b) : null];
 }
 
+/**
+ * One training forward + backward of the image encoder at 1024 (every weight trainable) with the
+ * given attention path: milliseconds and the peak bytes above what was live before.
+ */
+function encoderTrainStep(model: Sam, device: string, precision: Precision, impl: 'explicit' | 'sdpa'): { ms: number; peakBytes: number; measuredBy: string } {
+  const prev = setAttentionImpl(impl);
+  const cuda = cudaIndex(device);
+  try {
+    for (const p of model.image_encoder.parameters()) p.grad = null;
+    manualSeed(2);
+    const img = randn([1, 3, 1024, 1024], { device: device as 'cpu' });
+    let before: number;
+    if (cuda !== null) {
+      const m = cudaMemory(cuda);
+      if (!m) throw new Error('this addon was built without CUDA memory statistics (cuda_runtime_api.h not found at build time)');
+      resetCudaPeakMemory(cuda);
+      before = m.allocated;
+    } else {
+      resetPeakMemory();
+      before = memory().liveBytes;
+    }
+    const t0 = process.hrtime.bigint();
+    tidy(() => {
+      const out = autocast({ device, precision }, () => model.image_encoder.forward(img));
+      F.mseLoss(out.float(), out.float().detach().mul(0.5)).backward();
+      out.sum().item();  // waits for the device
+    });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    const peak = cuda !== null ? cudaMemory(cuda)!.peak : memory().peakBytes;
+    if (model.image_encoder.blocks.at(0).attn.lastImpl !== impl) throw new Error(`the encoder did not take the ${impl} path`);
+    img.dispose();
+    for (const p of model.image_encoder.parameters()) p.grad = null;
+    return { ms, peakBytes: peak - before, measuredBy: cuda !== null ? 'CUDA caching allocator peak' : 'engine CPU allocator peak' };
+  } finally {
+    setAttentionImpl(prev);
+  }
+}
+
+function trainRows(model: Sam, device: string, precision: Precision, log: (s: string) => void): BenchRow[] {
+  const depth = process.env.NASLORA_BENCH_SAM_TRAIN_DEPTH ? Number(process.env.NASLORA_BENCH_SAM_TRAIN_DEPTH) : 12;
+  if (depth < 12) {
+    // Fewer blocks for a quick look (the rows say how many); the global blocks are kept where they fall.
+    model.image_encoder.blocks.items.splice(depth);
+  }
+  model.train();
+  const rows: BenchRow[] = [];
+  const mb = (b: number): number => round(b / MB, 1);
+  const sdpa = F.hasScaledDotProductAttention();
+  for (const impl of ['explicit', 'sdpa'] as const) {
+    const name = `vit_b_encoder_fwd_bwd_1024_${impl}`;
+    if (impl === 'sdpa' && !sdpa) {
+      rows.push({ name, naslora_ms: NaN, torch_ms: null, ratio: null, note: 'unavailable: this libtorch has no scaled_dot_product_attention (PyTorch 2.0 or later)' });
+      continue;
+    }
+    log(`image encoder fwd+bwd at 1024, ${impl} attention, ${device}, ${precision}${depth < 12 ? `, ${depth} blocks` : ''}`);
+    encoderTrainStep(model, device, precision, impl);  // warm-up (and allocator caches)
+    const r = encoderTrainStep(model, device, precision, impl);
+    rows.push(row(name, r.ms, null, { peak_mb: mb(r.peakBytes), measured_by: r.measuredBy, device, precision, blocks: depth }));
+  }
+  return rows;
+}
+
 export async function benchSam(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-bench-sam-'));
   const file = path.join(dir, 'sam_vit_b_synthetic.pth');
   const log = (s: string): void => { process.stderr.write(`bench sam: ${s}\n`); };
+  const device = resolveDevice((process.env.NASLORA_BENCH_DEVICE ?? 'cpu') as DeviceSpec, { what: '--device' });
+  const precision = (process.env.NASLORA_BENCH_PRECISION ?? 'fp32') as Precision;
+  const withTrain = process.env.NASLORA_BENCH_SAM_TRAIN !== '0';
   try {
     log('writing a synthetic ViT-B checkpoint');
     const fileBytes = writeSyntheticVitB(file);
+    if (device !== 'cpu') {
+      // On a GPU only the fwd+bwd rows: the PyTorch twin (and the other rows) compare CPU against CPU.
+      log(`${device}: the fwd+bwd rows only (the other rows compare against PyTorch on the CPU)`);
+      const { model } = loadSamFile(file);
+      try {
+        model.to(device);
+        return trainRows(model, device, precision, log);
+      } finally {
+        model.dispose();
+      }
+    }
     log('measuring the load in a fresh process');
     const load = measureLoad(file);
     log('starting the PyTorch twin');
@@ -138,6 +228,7 @@ export async function benchSam(): Promise<BenchRow[]> {
     }), twin, 'decoder', DECODER_RUNS, 3);
     twin?.close();
     for (const t of [img, features, coords, labels]) t.dispose();
+    const train = withTrain ? trainRows(model, device, precision, log) : [];
     model.dispose();
     if (torchEncoderMs !== null) torch.vit_b_image_encoder_1024 = torchEncoderMs;
     if (torchDecoderMs !== null) torch.vit_b_prompt_mask_decoder_point = torchDecoderMs;
@@ -151,6 +242,7 @@ export async function benchSam(): Promise<BenchRow[]> {
       }),
       row('vit_b_image_encoder_1024', encoderMs, torch, { runs: ENCODER_RUNS }),
       row('vit_b_prompt_mask_decoder_point', decoderMs, torch, { runs: DECODER_RUNS }),
+      ...train,
     ];
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

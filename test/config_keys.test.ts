@@ -5,7 +5,9 @@
 // `scoring`), its log lines (warnings, discretisations; not the line restating the search
 // settings), or the data pipeline's counters (workers, prefetch, cache). A key that
 // nothing reads makes its probe fail; a new key without a probe fails the coverage check. A variant
-// that merely fails does not count: every probed run must succeed.
+// that merely fails does not count: every probed run must succeed. runtime.device's probe needs a
+// CUDA device; on a libtorch without one its own test checks what the key does there instead (cuda
+// ends the run at once, before anything is read or written).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -15,7 +17,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { toRaw } from '../src/adapters/io.js';
-import { manualSeed } from '../src/engine/index.js';
+import { cudaAvailable, cudaInfo, manualSeed } from '../src/engine/index.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { samConfigMetadata } from '../src/model/sam/build.js';
 import { Sam, type SamConfig } from '../src/model/sam/sam.js';
@@ -41,7 +43,7 @@ const EXEMPT: Record<string, string> = {
 };
 
 type Scenario = 'nas' | 'dir' | 'ckpt' | 'conv' | 'pc';
-interface Probe { scenario: Scenario; before?: string[]; change: string[] }
+interface Probe { scenario: Scenario; before?: string[]; change: string[]; needsCuda?: boolean }
 
 const ALT = ['schedule.alpha_optim.mode=alternate'];
 const PROMPTED = ['data.mode=prompted'];
@@ -131,6 +133,8 @@ const PROBES: Record<string, Probe> = {
   'eval.split': { scenario: 'nas', change: ['eval.split=test'] },
   'eval.threshold': { scenario: 'nas', change: ['eval.threshold=0.3'] },
   'eval.resolution': { scenario: 'nas', before: ['data.label_size=16'], change: ['eval.resolution=original'] },
+  'runtime.device': { scenario: 'nas', change: ['runtime.device=cuda'], needsCuda: true },
+  'runtime.precision': { scenario: 'nas', change: ['runtime.precision=bf16'] },
 };
 
 const RUN = at('run');
@@ -233,6 +237,7 @@ test('every leaf key changes what a run does', async () => {
   const baselines = new Map<string, string>();
   const failures: string[] = [];
   for (const [key, p] of Object.entries(PROBES)) {
+    if (p.needsCuda && !cudaAvailable()) continue;  // see the runtime.device test below
     const base = [...SCENARIOS[p.scenario], ...COMMON, ...(p.before ?? [])];
     const id = JSON.stringify(base);
     let b = baselines.get(id);
@@ -252,4 +257,19 @@ test('every leaf key changes what a run does', async () => {
     if (v === b) failures.push(`${key}: ${p.change.join(' ')} changed nothing (${p.scenario}${p.before ? ` with ${p.before.join(' ')}` : ''})`);
   }
   assert.deepEqual(failures, [], `keys that do nothing:\n${failures.join('\n')}`);
+});
+
+test('runtime.device: on a libtorch without a CUDA device, cuda ends the run at once, before it reads or writes anything; auto runs on the CPU', { skip: cudaAvailable() ? 'a CUDA device is visible: the probe above runs the key' : false }, async () => {
+  const sets = [...SCENARIOS.nas.slice(1), ...COMMON, `train.out_dir=${at('run-device')}`];
+  fs.rmSync(at('run-device'), { recursive: true, force: true });
+  const logs: string[] = [];
+  const progress: Progress = { start() {}, tick() {}, stop() {}, log: (m) => logs.push(m) };
+  await assert.rejects(runTraining(loadConfig('nas-lora', [...sets, 'runtime.device=cuda']), { progress }),
+    cudaInfo().build ? /runtime\.device cuda: this CUDA libtorch .* sees no CUDA device/ : /runtime\.device cuda: this libtorch has no CUDA \(a CPU build/);
+  assert.deepEqual(logs, [], 'nothing was loaded (no data line)');
+  assert.ok(!fs.existsSync(at('run-device')), 'nothing was written');
+  const r = await runTraining(loadConfig('nas-lora', [...sets, 'runtime.device=auto']), { progress });
+  assert.ok(r.losses.length > 0);
+  const m = JSON.parse(fs.readFileSync(at('run-device', 'metrics.json'), 'utf8')) as { runtime: { device: string } };
+  assert.equal(m.runtime.device, 'cpu', 'auto: the CPU, where no CUDA device is visible');
 });
