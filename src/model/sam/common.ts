@@ -1,6 +1,6 @@
 // segment_anything/modeling/common.py: MLPBlock and LayerNorm2d, plus the small pieces every SAM
 // module shares (a forward-able layer type, nn.Sequential with PyTorch's index names).
-import { Linear, Module, ones, zeros, type Tensor } from '../../engine/index.js';
+import { F, Linear, Module, ones, zeros, type Tensor } from '../../engine/index.js';
 
 /** A module with a one-tensor forward (Linear, Conv2d, an adapter wrapping a Linear, ...). */
 export type Layer = Module & { forward(x: Tensor): Tensor };
@@ -63,7 +63,9 @@ export class LayerNorm2d extends Module {
     this.weight = this.param('weight', ones([numChannels]));
     this.bias = this.param('bias', zeros([numChannels]));
   }
+  /** Inside autocast a bf16 input is normalized in fp32 (F.layerNorm's policy). */
   forward(x: Tensor): Tensor {
+    x = F.fp32UnderAutocast(x);
     const u = x.mean(1, true);
     const d = x.sub(u);
     const s = d.pow(2).mean(1, true);

@@ -1,6 +1,6 @@
 // segment_anything/predictor.py: SamPredictor. Computes the image embedding once (setImage) and
 // predicts masks for prompts on it (predict, predictTorch). Inference only (no autograd).
-import { noGrad, tensor, tidy, type Tensor } from '../../engine/index.js';
+import { noGrad, tensor, tidy, type CreateOpts, type Device, type Tensor } from '../../engine/index.js';
 import { applyBoxes, applyCoords, resizeImageU8 } from './transforms.js';
 import type { Sam } from './sam.js';
 
@@ -94,12 +94,16 @@ export class SamPredictor {
 
   get isImageSet(): boolean { return this.features !== null; }
 
+  /** The model's device: inputs are made there (or moved there) once per call. */
+  private get device(): Device { return this.model.device as Device; }
+  private onDevice(t: Tensor): Tensor { const d = this.device; return t.device === d ? t : t.to(d); }
+
   /** Sets the image (uint8, HWC, RGB) and computes its embedding. */
   setImage(image: Uint8Array, height: number, width: number): void {
     if (image.length !== height * width * 3) throw new Error(`setImage: ${image.length} bytes is not a ${height}×${width} RGB image`);
     const resized = resizeImageU8({ data: image, width, height, channels: 3 }, this.model.imgSize);
     tidy(() => {
-      const t = tensor(resized.data, [1, resized.height, resized.width, 3], { dtype: 'uint8' }).permute(0, 3, 1, 2).contiguous();
+      const t = tensor(resized.data, [1, resized.height, resized.width, 3], { dtype: 'uint8', device: this.device }).permute(0, 3, 1, 2).contiguous();
       this.setTorchImage(t, [height, width]);
     });
   }
@@ -113,7 +117,8 @@ export class SamPredictor {
     this.resetImage();
     this.originalSize = [...originalSize];
     this.inputSize = [s[2], s[3]];
-    this.features = noGrad(() => tidy(() => this.model.image_encoder.forward(this.model.preprocess(transformedImage)))).keep();
+    // float32 whatever the precision it was computed in (an autocast caller): it is saved and fed back as such.
+    this.features = noGrad(() => tidy(() => this.model.image_encoder.forward(this.model.preprocess(this.onDevice(transformedImage))).float())).keep();
   }
 
   /** The (1, C, h, w) image embedding (owned by the predictor). */
@@ -126,17 +131,18 @@ export class SamPredictor {
   predict(o: PredictOptions = {}): Prediction {
     const [oh, ow] = this.need();
     return tidy(() => {
+      const on: CreateOpts = { device: this.device };
       let pointCoords: Tensor | undefined, pointLabels: Tensor | undefined, boxes: Tensor | undefined, maskInput: Tensor | undefined;
       if (o.pointCoords) {
         if (!o.pointLabels || o.pointLabels.length !== o.pointCoords.length) throw new Error('point_labels must be supplied with point_coords, one per point');
         const c = applyCoords(o.pointCoords.flat(), [oh, ow], this.model.imgSize);
-        pointCoords = tensor(Float32Array.from(c), [1, o.pointCoords.length, 2]);
-        pointLabels = tensor(Int32Array.from(o.pointLabels), [1, o.pointLabels.length]);
+        pointCoords = tensor(Float32Array.from(c), [1, o.pointCoords.length, 2], on);
+        pointLabels = tensor(Int32Array.from(o.pointLabels), [1, o.pointLabels.length], on);
       }
-      if (o.box) boxes = tensor(Float32Array.from(applyBoxes(o.box, [oh, ow], this.model.imgSize)), [1, 4]);
+      if (o.box) boxes = tensor(Float32Array.from(applyBoxes(o.box, [oh, ow], this.model.imgSize)), [1, 4], on);
       if (o.maskInput) {
         const [mh, mw] = this.model.prompt_encoder.maskInputSize;
-        maskInput = o.maskInput instanceof Float32Array ? tensor(o.maskInput, [1, 1, mh, mw]) : o.maskInput.reshape(1, 1, mh, mw);
+        maskInput = o.maskInput instanceof Float32Array ? tensor(o.maskInput, [1, 1, mh, mw], on) : o.maskInput.reshape(1, 1, mh, mw);
       }
       const r = this.predictTorch({ pointCoords, pointLabels, boxes, maskInput, multimaskOutput: o.multimaskOutput ?? true, returnLogits: true });
       const logits = r.masks.select(0, 0);
@@ -161,11 +167,13 @@ export class SamPredictor {
     if ((o.pointCoords === undefined) !== (o.pointLabels === undefined)) throw new Error('pointCoords and pointLabels go together');
     return noGrad(() => tidy(() => {
       const m = this.model;
-      const points = o.pointCoords ? { coords: o.pointCoords, labels: o.pointLabels! } : null;
-      const [sparse, dense] = m.prompt_encoder.forward(points, o.boxes ?? null, o.maskInput ?? null);
+      const dev = (t: Tensor | undefined): Tensor | null => (t ? this.onDevice(t) : null);
+      const points = o.pointCoords ? { coords: dev(o.pointCoords)!, labels: dev(o.pointLabels)! } : null;
+      const [sparse, dense] = m.prompt_encoder.forward(points, dev(o.boxes), dev(o.maskInput));
       const [lowRes, iou] = m.mask_decoder.forward(this.features!, m.prompt_encoder.getDensePe(), sparse, dense, o.multimaskOutput ?? true);
-      const logits = m.postprocessMasks(lowRes, this.inputSize!, [oh, ow]);
-      return { masks: o.returnLogits ? logits : logits.gt(m.maskThreshold), iouPredictions: iou, lowResLogits: lowRes };
+      // float32 out, whatever precision the decoder computed in (callers read the bytes as float32).
+      const logits = m.postprocessMasks(lowRes, this.inputSize!, [oh, ow]).float();
+      return { masks: o.returnLogits ? logits : logits.gt(m.maskThreshold), iouPredictions: iou.float(), lowResLogits: lowRes.float() };
     }));
   }
 
@@ -194,11 +202,12 @@ export class SamPredictor {
     const B = Math.max(1, boxes.length);
     return tidy(() => {
       const rep = <T>(xs: T[]): T[] => Array.from({ length: B }, () => xs).flat();
-      const coords = points.length ? tensor(rep([...applyCoords(points.flatMap((p) => [p.x, p.y]), hw, S)]), [B, points.length, 2]) : undefined;
-      const labels = points.length ? tensor(Int32Array.from(rep(points.map((p) => p.label))), [B, points.length]) : undefined;
-      const bt = boxes.length ? tensor(Float32Array.from(applyBoxes(boxes.flat(), hw, S)), [B, 4]) : undefined;
+      const on: CreateOpts = { device: this.device };
+      const coords = points.length ? tensor(rep([...applyCoords(points.flatMap((p) => [p.x, p.y]), hw, S)]), [B, points.length, 2], on) : undefined;
+      const labels = points.length ? tensor(Int32Array.from(rep(points.map((p) => p.label))), [B, points.length], on) : undefined;
+      const bt = boxes.length ? tensor(Float32Array.from(applyBoxes(boxes.flat(), hw, S)), [B, 4], on) : undefined;
       const [mh, mw] = m.prompt_encoder.maskInputSize;
-      const mi = o.maskInput ? tensor(o.maskInput, [1, 1, mh, mw]).expand(B, 1, mh, mw).contiguous() : undefined;
+      const mi = o.maskInput ? tensor(o.maskInput, [1, 1, mh, mw], on).expand(B, 1, mh, mw).contiguous() : undefined;
       const p = this.predictTorch({ pointCoords: coords, pointLabels: labels, boxes: bt, maskInput: mi, multimaskOutput: o.multimask ?? false, returnLogits: true });
       // (B, C, …) → (N = B·C, …), prompt-major.
       const flat = (t: Tensor): Tensor => t.reshape(-1, ...t.shape.slice(2)).contiguous();

@@ -1,6 +1,6 @@
 // segment_anything/modeling/prompt_encoder.py: points, boxes and masks → sparse and dense
 // prompt embeddings, with random-Fourier positional encodings.
-import { cat, Conv2d, Embedding, empty, ModuleList, ones, randn, stack, where, zeros, type Tensor } from '../../engine/index.js';
+import { cat, Conv2d, Embedding, empty, ModuleList, ones, randn, stack, where, zeros, type Device, type Tensor } from '../../engine/index.js';
 import { LayerNorm2d, SamModule, Sequential } from './common.js';
 
 /** Point prompts: coords (B, N, 2) as (x, y) in input-frame pixels, labels (B, N): 1 fg, 0 bg, -1 padding. */
@@ -54,8 +54,9 @@ export class PromptEncoder extends SamModule {
     labels = labels.float();
     if (pad) {
       // A padding point stands in for the missing box (the decoder was trained with one).
-      points = cat([points, zeros([points.shape[0], 1, 2])], 1);
-      labels = cat([labels, ones([labels.shape[0], 1]).neg()], 1);
+      const device = points.device as Device;
+      points = cat([points, zeros([points.shape[0], 1, 2], { device })], 1);
+      labels = cat([labels, ones([labels.shape[0], 1], { device }).neg()], 1);
     }
     let pe = this.pe_layer.forwardWithCoords(points, this.inputImageSize);
     const is = (v: number): Tensor => labels.eq(v).unsqueeze(-1);
@@ -77,7 +78,7 @@ export class PromptEncoder extends SamModule {
    */
   forward(points: PointPrompt | null, boxes: Tensor | null, masks: Tensor | null): [Tensor, Tensor] {
     const bs = points ? points.coords.shape[0] : boxes ? boxes.shape[0] : masks ? masks.shape[0] : 1;
-    const sparse: Tensor[] = [empty([bs, 0, this.embedDim])];
+    const sparse: Tensor[] = [empty([bs, 0, this.embedDim], { device: this.no_mask_embed.weight.device as Device })];
     if (points) sparse.push(this.embedPoints(points.coords, points.labels, boxes === null));
     if (boxes) sparse.push(this.embedBoxes(boxes));
     const [h, w] = this.imageEmbeddingSize;
@@ -107,7 +108,7 @@ export class PositionEmbeddingRandom extends SamModule {
 
   /** Encoding of an (h, w) grid of pixel centres: (C, h, w). */
   forward([h, w]: [number, number]): Tensor {
-    const grid = ones([h, w]);
+    const grid = ones([h, w], { device: this.positional_encoding_gaussian_matrix.device as Device });
     const y = grid.cumsum(0).sub(0.5).div(h);
     const x = grid.cumsum(1).sub(0.5).div(w);
     return this.peEncoding(stack([x, y], -1)).permute(2, 0, 1);

@@ -1,6 +1,6 @@
 // segment_anything/modeling/sam.py: the whole model (image encoder, prompt encoder, mask
 // decoder), its pre- and post-processing, and the configurations of build_sam.py.
-import { F, stack, tensor, type Tensor } from '../../engine/index.js';
+import { F, stack, tensor, type Device, type Tensor } from '../../engine/index.js';
 import { SamModule } from './common.js';
 import { ImageEncoderViT } from './image_encoder.js';
 import { MaskDecoder } from './mask_decoder.js';
@@ -108,9 +108,11 @@ export class Sam extends SamModule {
   forward(batch: SamInput[], multimaskOutput: boolean, returnLogits = false): SamOutput[] {
     const images = stack(batch.map((b) => this.preprocess(b.image)), 0);
     const embeddings = this.image_encoder.forward(images);
+    const device = this.device;
+    const on = (t: Tensor | undefined): Tensor | null => (t ? (t.device === device ? t : t.to(device as Device)) : null);
     return batch.map((b, i) => {
-      const points: PointPrompt | null = b.pointCoords ? { coords: b.pointCoords, labels: b.pointLabels! } : null;
-      const [sparse, dense] = this.prompt_encoder.forward(points, b.boxes ?? null, b.maskInputs ?? null);
+      const points: PointPrompt | null = b.pointCoords ? { coords: on(b.pointCoords)!, labels: on(b.pointLabels)! } : null;
+      const [sparse, dense] = this.prompt_encoder.forward(points, on(b.boxes), on(b.maskInputs));
       const [lowRes, iou] = this.mask_decoder.forward(embeddings.select(0, i).unsqueeze(0), this.prompt_encoder.getDensePe(), sparse, dense, multimaskOutput);
       const logits = this.postprocessMasks(lowRes, [b.image.shape[1], b.image.shape[2]], b.originalSize);
       return { masks: returnLogits ? logits : logits.gt(this.maskThreshold), iouPredictions: iou, lowResLogits: lowRes };
@@ -130,10 +132,14 @@ export class Sam extends SamModule {
 
   /** Normalize pixel values and pad to a square input: (…, 3, h, w) → (…, 3, S, S). */
   preprocess(x: Tensor): Tensor {
+    // An image made elsewhere is moved to the model's device first (once).
+    if (x.device !== this.pixelMean.device) x = x.to(this.pixelMean.device as Device);
     const n = x.float().sub(this.pixelMean).div(this.pixelStd);
     const [h, w] = n.shape.slice(-2);
     return F.pad(n, [0, this.imgSize - w, 0, this.imgSize - h]);
   }
+
+  protected override deviceTensors(): Tensor[] { return [this.pixelMean, this.pixelStd]; }
 
   override dispose(): void {
     super.dispose();
