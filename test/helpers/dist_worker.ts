@@ -145,6 +145,9 @@ function fault(kind: 'exit' | 'kill' | 'hang'): void {
   process.exit(0);
 }
 
+// `node --test dist/test/` also runs every file under test/ as a test file: without a scenario this
+// is that run, and there is nothing to do.
+if (scenario === undefined) process.exit(0);
 try {
   if (scenario === 'basic') basic();
   else if (scenario === 'exit' || scenario === 'kill' || scenario === 'hang') fault(scenario);
