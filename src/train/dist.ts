@@ -67,6 +67,7 @@ export class DataParallel {
   /** Where the collectives' tensors live ('cpu' with Gloo, 'cuda:N' with NCCL). */
   readonly device: Device;
   readonly backend: DistBackend;
+  readonly timeoutMs: number;
   private seq = 0;
   private step = 0;
 
@@ -77,6 +78,7 @@ export class DataParallel {
     this.bucketBytes = o.bucketBytes ?? 25 * 1024 * 1024;
     this.device = o.device ?? 'cpu';
     this.backend = backendFor(this.device);
+    this.timeoutMs = o.timeoutMs ?? 60_000;
   }
 
   /** Joins the group: rank 0 hosts the store at MASTER_ADDR:MASTER_PORT, the others connect. */
@@ -117,22 +119,36 @@ export class DataParallel {
     }
   }
 
+  /**
+   * Who is gone: every rank that sees a collective fail says so in the store at once; the ranks that
+   * have not said so within a grace period (a few seconds, at most the timeout) died or hang. Ranks
+   * that had not even reached this collective are named as such.
+   */
   private lost(what: string, e: Error): Error {
-    const behind: string[] = [];
+    const gone = (why: string) => new Error(`data-parallel rank ${this.rank}: ${why} during ${what} at step ${this.step}: ${e.message}`);
     try {
-      for (let r = 0; r < this.worldSize; r++) {
-        if (r === this.rank) continue;
-        const key = `progress/${r}`;
-        const at = this.store.check([key]) ? Number(this.store.get(key)) : 0;
-        if (at < this.seq) behind.push(`rank ${r}`);
+      this.store.set(`failed/${this.rank}`, String(this.seq));
+      const others = Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => r !== this.rank);
+      const grace = Math.min(this.timeoutMs, 5000);
+      const until = Date.now() + grace;
+      let silent = others;
+      while (silent.length && Date.now() < until) {
+        silent = silent.filter((r) => !this.store.check([`failed/${r}`]));
+        if (silent.length) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
       }
+      if (!silent.length) return gone('a collective failed on every rank (no rank was lost)');
+      const behind = silent.filter((r) => {
+        const key = `progress/${r}`;
+        return !this.store.check([key]) || Number(this.store.get(key)) < this.seq;
+      });
+      const names = silent.map((r) => `rank ${r}`).join(', ');
+      return gone(`lost ${names} (died or hung: no word from it within ${grace / 1000} s of the failure${behind.length ? `; ${behind.map((r) => `rank ${r}`).join(', ')} never reached this ${what}` : ''})`);
     } catch {
       // The store lives in rank 0's process: without it, rank 0 is the one that is gone.
-      return new Error(`data-parallel rank ${this.rank}: lost rank 0 (it hosts the rendezvous store) during ${what} at step ${this.step}: ${e.message}`);
+      return gone('lost rank 0 (it hosts the rendezvous store)');
     }
-    const who = behind.length ? `lost ${behind.join(', ')} (died or hung: it never reached this ${what})` : 'a peer failed';
-    return new Error(`data-parallel rank ${this.rank}: ${who} at step ${this.step}: ${e.message}`);
   }
+
 
   setStep(step: number): void { this.step = step; }
 
