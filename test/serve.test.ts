@@ -17,6 +17,12 @@ import { memory } from '../src/engine/index.js';
 import { createServer, type Server } from '../src/serve/server.js';
 import { loadModels } from '../src/serve/models.js';
 import { rleDecode, rleEncode } from '../src/serve/rle.js';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+
+// A forced collection, so that heap and RSS readings are not the collector's timing.
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, '../..');
@@ -229,19 +235,23 @@ describe('load', () => {
     assert.equal(result['5xx'], 0);
     assert.equal(result.non2xx, 0);
     assert.ok(memory().liveTensors - live0 <= uploads.length + 8, `live tensors grew by ${memory().liveTensors - live0}`);
-    // Two more runs of the same size: native memory and tensors exactly flat, RSS flat within
-    // allocator noise (freed buffers are returned to the OS lazily).
+    // Three more runs of the same size: native memory and tensors exactly flat; the JS heap after a
+    // forced collection flat; RSS settling (freed pages go back to the OS lazily, and V8 grows its
+    // heap in steps, so single rounds move by tens of MB either way).
     const round = async () => {
       const r = await autocannon({ url: `${base}/v1/predict`, connections: 8, amount: 1600, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image_id: id, points: [[60, 70, 1]] }) });
       assert.equal(r.non2xx, 0);
-      return { rss: process.memoryUsage().rss, live: memory().liveBytes, tensors: memory().liveTensors };
+      gc();
+      return { rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed, live: memory().liveBytes, tensors: memory().liveTensors };
     };
     const a = await round();
     const b = await round();
-    console.log(`load: two more rounds of 1600: RSS ${((b.rss - a.rss) / 1e6).toFixed(1)} MB, native live bytes ${b.live - a.live}, tensors ${b.tensors - a.tensors}`);
-    assert.equal(b.live, a.live);
-    assert.equal(b.tensors, a.tensors);
-    assert.ok(b.rss - a.rss < 25e6, `RSS grew ${((b.rss - a.rss) / 1e6).toFixed(1)} MB over 1600 more requests`);
+    const c = await round();
+    console.log(`load: three more rounds of 1600: RSS ${((b.rss - a.rss) / 1e6).toFixed(1)}, then ${((c.rss - b.rss) / 1e6).toFixed(1)} MB; JS heap ${((c.heap - a.heap) / 1e6).toFixed(1)} MB; native live bytes ${c.live - a.live}, tensors ${c.tensors - a.tensors}`);
+    assert.equal(c.live, a.live);
+    assert.equal(c.tensors, a.tensors);
+    assert.ok(c.heap - a.heap < 5e6, `JS heap grew ${((c.heap - a.heap) / 1e6).toFixed(1)} MB over 3200 requests`);
+    assert.ok(c.rss - a.rss < 30e6, `RSS grew ${((c.rss - a.rss) / 1e6).toFixed(1)} MB over 3200 requests`);
   });
 });
 
