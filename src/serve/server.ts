@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { z } from 'zod';
 import { memory } from '../engine/index.js';
 import { decodeImage, encodeMaskPng, ImageDecodeError, ImageTooLargeError, MAX_IMAGE_PIXELS } from '../io/image.js';
-import { SamPredictor, type PixelPrediction } from '../model/sam/predictor.js';
+import { SamPredictor, type PixelMasks } from '../model/sam/predictor.js';
 import { EmbeddingCache, LruBytes, type Embedding, type StoredImage } from './cache.js';
 import { BASE, type ServedModel } from './models.js';
 import { rleEncode, type CocoRle } from './rle.js';
@@ -186,7 +186,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
       const p = predictors.get(m.name)!;
       p.useEmbedding(e.features, e.originalSize, e.inputSize);
       try {
-        return p.predictPixels({ points, boxes, maskInput, multimask: r.multimask ?? false });
+        return p.predictPixelMasks({ points, boxes, maskInput, multimask: r.multimask ?? false });
       } finally {
         p.resetImage();
       }
@@ -195,7 +195,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   });
 
   /** The JSON answer; the best mask's low-res logits are kept under mask_id for a later mask_input. */
-  async function answer(p: PixelPrediction, format: 'png' | 'rle', adapter: string): Promise<PredictAnswer> {
+  async function answer(p: PixelMasks, format: 'png' | 'rle', adapter: string): Promise<PredictAnswer> {
     const best = p.iou.indexOf(Math.max(...p.iou));
     const [h, w] = p.lowShape.slice(1) as [number, number];
     const all = new Float32Array(p.lowRes.buffer, p.lowRes.byteOffset, p.lowRes.byteLength / 4);

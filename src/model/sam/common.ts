@@ -1,6 +1,6 @@
 // segment_anything/modeling/common.py: MLPBlock and LayerNorm2d, plus the small pieces every SAM
 // module shares (a forward-able layer type, nn.Sequential with PyTorch's index names).
-import { F, Linear, Module, ones, zeros, type Tensor } from '../../engine/index.js';
+import { F, Linear, Module, ones, tidy, zeros, type Tensor } from '../../engine/index.js';
 
 /** A module with a one-tensor forward (Linear, Conv2d, an adapter wrapping a Linear, ...). */
 export type Layer = Module & { forward(x: Tensor): Tensor };
@@ -31,9 +31,15 @@ export class Sequential extends Module {
     super();
     steps.forEach((s, i) => { if (typeof s !== 'string') this.child(String(i), s); });
   }
+  /** Each step's intermediates, and the previous step's output, are freed once the step is done. */
   forward(x: Tensor): Tensor {
-    for (const s of this.steps) x = typeof s === 'string' ? activate(x, s) : s.forward(x);
-    return x;
+    let y = x;
+    for (const s of this.steps) {
+      const prev = y;
+      y = tidy(() => (typeof s === 'string' ? activate(prev, s) : s.forward(prev)));
+      if (prev !== x && prev !== y) prev.dispose();
+    }
+    return y;
   }
   override replaceChild(name: string, m: Module): void {
     super.replaceChild(name, m);

@@ -1,6 +1,6 @@
 // segment_anything/modeling/mask_decoder.py: predicts masks (and their IoU) from the image
 // embedding and the prompt embeddings with the two-way transformer and hypernetwork MLPs.
-import { callOp, cat, ConvTranspose2d, Embedding, Linear, ModuleList, noGrad, stack, type Tensor } from '../../engine/index.js';
+import { callOp, cat, ConvTranspose2d, Embedding, Linear, ModuleList, noGrad, stack, tidy, type Tensor } from '../../engine/index.js';
 import { LayerNorm2d, SamModule, Sequential, type Activation } from './common.js';
 import type { TwoWayTransformer } from './transformer.js';
 
@@ -91,10 +91,7 @@ export class MaskDecoder extends SamModule {
     const outputTokens = cat([this.iou_token.weight, this.mask_tokens.weight, this.class_tokens.weight], 0)
       .unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1);
     const tokens = cat([outputTokens, sparsePromptEmbeddings], 1);
-    const n = tokens.shape[0];
-    if (batchedImages && imageEmbeddings.shape[0] !== n) throw new Error(`batchedImages: ${imageEmbeddings.shape[0]} images for ${n} prompt sets`);
-    const src = (batchedImages ? imageEmbeddings : repeatInterleave(imageEmbeddings, n)).add(densePromptEmbeddings);
-    const posSrc = batchedImages ? imagePe.expand(n, -1, -1, -1) : repeatInterleave(imagePe, n);
+    const [src, posSrc] = perPromptSet(imageEmbeddings, imagePe, densePromptEmbeddings, tokens.shape[0], batchedImages);
     const [b, c, h, w] = src.shape;
     const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);
     const classOut = hs.slice(1, 1 + this.numMaskTokens, 1 + this.numMaskTokens + k);
@@ -106,29 +103,45 @@ export class MaskDecoder extends SamModule {
 
   /** All numMaskTokens masks and IoU predictions. */
   predictMasks(imageEmbeddings: Tensor, imagePe: Tensor, sparsePromptEmbeddings: Tensor, densePromptEmbeddings: Tensor, batchedImages = false): [Tensor, Tensor] {
-    // Concatenate the output tokens (IoU token, mask tokens) with the prompt tokens.
-    const outputTokens = cat([this.iou_token.weight, this.mask_tokens.weight], 0)
-      .unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1);
-    const tokens = cat([outputTokens, sparsePromptEmbeddings], 1);
+    // Intermediates are freed as soon as they are dead (see transformer.ts for why).
+    return tidy(() => {
+      // Concatenate the output tokens (IoU token, mask tokens) with the prompt tokens.
+      const tokens = tidy(() => cat([
+        cat([this.iou_token.weight, this.mask_tokens.weight], 0).unsqueeze(0).expand(sparsePromptEmbeddings.shape[0], -1, -1),
+        sparsePromptEmbeddings,
+      ], 1));
+      const [src, posSrc] = perPromptSet(imageEmbeddings, imagePe, densePromptEmbeddings, tokens.shape[0], batchedImages);
+      const [b, c, h, w] = src.shape;
 
-    // Expand the per-image data to one copy per prompt set.
-    const n = tokens.shape[0];
-    if (batchedImages && imageEmbeddings.shape[0] !== n) throw new Error(`batchedImages: ${imageEmbeddings.shape[0]} images for ${n} prompt sets`);
-    const src = (batchedImages ? imageEmbeddings : repeatInterleave(imageEmbeddings, n)).add(densePromptEmbeddings);
-    const posSrc = batchedImages ? imagePe.expand(n, -1, -1, -1) : repeatInterleave(imagePe, n);
-    const [b, c, h, w] = src.shape;
+      const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);
+      src.dispose();
+      posSrc.dispose();
+      const iouTokenOut = hs.select(1, 0);
+      const maskTokensOut = hs.slice(1, 1, 1 + this.numMaskTokens);
 
-    const [hs, srcOut] = this.transformer.forward(src, posSrc, tokens);
-    const iouTokenOut = hs.select(1, 0);
-    const maskTokensOut = hs.slice(1, 1, 1 + this.numMaskTokens);
-
-    // Upscale the mask embeddings and predict masks with the hypernetwork outputs.
-    const upscaled = this.output_upscaling.forward(srcOut.transpose(1, 2).reshape(b, c, h, w));
-    const hyperIn = stack(this.output_hypernetworks_mlps.items.map((mlp, i) => mlp.forward(maskTokensOut.select(1, i))), 1);
-    const [ub, uc, uh, uw] = upscaled.shape;
-    const masks = hyperIn.matmul(upscaled.view(ub, uc, uh * uw)).view(ub, -1, uh, uw);
-    return [masks, this.iou_prediction_head.forward(iouTokenOut)];
+      // Upscale the mask embeddings and predict masks with the hypernetwork outputs.
+      const upscaled = tidy(() => this.output_upscaling.forward(srcOut.transpose(1, 2).reshape(b, c, h, w)));
+      srcOut.dispose();
+      const hyperIn = tidy(() => stack(this.output_hypernetworks_mlps.items.map((mlp, i) => mlp.forward(maskTokensOut.select(1, i))), 1));
+      const [ub, uc, uh, uw] = upscaled.shape;
+      const masks = hyperIn.matmul(upscaled.view(ub, uc, uh * uw)).view(ub, -1, uh, uw);
+      return [masks, this.iou_prediction_head.forward(iouTokenOut)];
+    });
   }
+}
+
+/**
+ * The decoder's image inputs, one per prompt set: src = image embedding + dense prompt embedding and
+ * the positional encoding, either one image per prompt set (batchedImages) or the one image repeated
+ * n times. With n = 1 the repeat would be a copy of the data as it is: skipped (the encoding is made
+ * contiguous, a no-op for getDensePe's, so the transformer's ops see the layouts the copy had: they
+ * decide which kernels run, and so the summation order).
+ */
+function perPromptSet(imageEmbeddings: Tensor, imagePe: Tensor, dense: Tensor, n: number, batchedImages: boolean): [Tensor, Tensor] {
+  if (batchedImages && imageEmbeddings.shape[0] !== n) throw new Error(`batchedImages: ${imageEmbeddings.shape[0]} images for ${n} prompt sets`);
+  if (batchedImages) return [imageEmbeddings.add(dense), imagePe.expand(n, -1, -1, -1)];
+  if (n === 1) return [imageEmbeddings.add(dense), imagePe.contiguous()];
+  return [tidy(() => repeatInterleave(imageEmbeddings, n).add(dense)), repeatInterleave(imagePe, n)];
 }
 
 function repeatInterleave(x: Tensor, n: number): Tensor {

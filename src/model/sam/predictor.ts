@@ -81,6 +81,9 @@ export interface PixelPrediction {
   lowShape: number[];
 }
 
+/** predictPixels' answer without the full-size logits (predictPixelMasks). */
+export type PixelMasks = Omit<PixelPrediction, 'maskLogits'>;
+
 export class SamPredictor {
   /** (1, C, h, w) embedding of the current image. */
   private features: Tensor | null = null;
@@ -90,7 +93,13 @@ export class SamPredictor {
   originalSize: [number, number] | null = null;
   inputSize: [number, number] | null = null;
 
-  constructor(readonly model: Sam) {}
+  /**
+   * Computes the model's dense positional encoding if it has none cached (it is constant per model,
+   * see PromptEncoder.getDensePe): predictions then make no tensor that outlives them.
+   */
+  constructor(readonly model: Sam) {
+    noGrad(() => tidy(() => { model.prompt_encoder.getDensePe(); }));
+  }
 
   get isImageSet(): boolean { return this.features !== null; }
 
@@ -195,6 +204,18 @@ export class SamPredictor {
    * original size, flattened prompt-major.
    */
   predictPixels(o: PixelPrompts): PixelPrediction {
+    return this.pixels(o, true) as PixelPrediction;
+  }
+
+  /**
+   * predictPixels without the full-size logits, which `naslora serve` does not send: no N×H×W
+   * float32 copy to JavaScript.
+   */
+  predictPixelMasks(o: PixelPrompts): PixelMasks {
+    return this.pixels(o, false);
+  }
+
+  private pixels(o: PixelPrompts, withLogits: boolean): PixelMasks & { maskLogits?: Uint8Array } {
     const [H, W] = this.need();
     const m = this.model;
     const points = o.points ?? [], boxes = o.boxes ?? [];
@@ -215,7 +236,7 @@ export class SamPredictor {
       const iou = flat(p.iouPredictions).toFloat32Array();
       return {
         count: iou.length, perPrompt: p.masks.shape[1], height: H, width: W,
-        masks: logits.gt(m.maskThreshold).toBytes(), maskLogits: logits.toBytes(), iou, lowRes: low.toBytes(), lowShape: low.shape,
+        masks: logits.gt(m.maskThreshold).toBytes(), ...(withLogits ? { maskLogits: logits.toBytes() } : {}), iou, lowRes: low.toBytes(), lowShape: low.shape,
       };
     });
   }

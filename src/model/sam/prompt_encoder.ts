@@ -1,6 +1,6 @@
 // segment_anything/modeling/prompt_encoder.py: points, boxes and masks → sparse and dense
 // prompt embeddings, with random-Fourier positional encodings.
-import { cat, Conv2d, Embedding, empty, ModuleList, ones, randn, stack, where, zeros, type Device, type Tensor } from '../../engine/index.js';
+import { cat, Conv2d, Embedding, empty, ModuleList, ones, randn, stack, tidy, where, zeros, type Device, type Tensor } from '../../engine/index.js';
 import { LayerNorm2d, SamModule, Sequential } from './common.js';
 
 /** Point prompts: coords (B, N, 2) as (x, y) in input-frame pixels, labels (B, N): 1 fg, 0 bg, -1 padding. */
@@ -44,9 +44,40 @@ export class PromptEncoder extends SamModule {
     this.no_mask_embed = this.child('no_mask_embed', new Embedding(1, embedDim));
   }
 
-  /** The positional encoding of the image embedding grid, (1, C, h, w). */
+  /** getDensePe's cache: the encoding and what it was computed from. */
+  private densePe: { pe: Tensor; gaussian: Float32Array; device: string; dtype: string } | null = null;
+
+  /**
+   * The positional encoding of the image embedding grid, (1, C, h, w), contiguous. It depends on the
+   * (untrained) Gaussian matrix alone, so it is computed once and reused while that matrix's values
+   * and device and the dtype the encoding computes in (autocast) stay the same; each caller gets a
+   * handle of its own (disposing it leaves the cache alone). A matrix that requires grad is encoded
+   * afresh every time.
+   */
   getDensePe(): Tensor {
-    return this.pe_layer.forward(this.imageEmbeddingSize).unsqueeze(0);
+    const g = this.pe_layer.positional_encoding_gaussian_matrix;
+    const compute = (): Tensor => tidy(() => this.pe_layer.forward(this.imageEmbeddingSize).unsqueeze(0).contiguous());
+    if (g.requiresGrad) return compute();
+    // The dtype a matmul with the matrix gives now (bfloat16 under autocast): the encoding's.
+    const dtype = tidy(() => g.narrow(1, 0, 1).transpose(0, 1).matmul(g.narrow(1, 0, 1)).dtype);
+    const device = g.device, values = g.toFloat32Array();
+    const c = this.densePe;
+    if (c && c.device === device && c.dtype === dtype && c.gaussian.every((v, i) => Object.is(v, values[i]))) return c.pe.detach();
+    this.releaseDensePe();
+    const pe = compute().keep();
+    this.densePe = { pe, gaussian: values, device, dtype };
+    return pe.detach();
+  }
+
+  /** Frees getDensePe's cache (Sam.dispose calls it). */
+  releaseDensePe(): void {
+    this.densePe?.pe.dispose();
+    this.densePe = null;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.releaseDensePe();
   }
 
   private embedPoints(points: Tensor, labels: Tensor, pad: boolean): Tensor {

@@ -1,6 +1,6 @@
 // segment_anything/modeling/sam.py: the whole model (image encoder, prompt encoder, mask
 // decoder), its pre- and post-processing, and the configurations of build_sam.py.
-import { F, stack, tensor, type Device, type Tensor } from '../../engine/index.js';
+import { callOp, F, stack, tensor, tidy, type Device, type Tensor } from '../../engine/index.js';
 import { SamModule } from './common.js';
 import { ImageEncoderViT } from './image_encoder.js';
 import { MaskDecoder } from './mask_decoder.js';
@@ -125,9 +125,22 @@ export class Sam extends SamModule {
    */
   postprocessMasks(masks: Tensor, inputSize: [number, number], originalSize: [number, number]): Tensor {
     const s = this.imgSize;
-    let m = F.interpolate(masks, { size: [s, s], mode: 'bilinear', alignCorners: false });
-    m = m.slice(-2, 0, inputSize[0]).slice(-1, 0, inputSize[1]);
-    return F.interpolate(m, { size: originalSize, mode: 'bilinear', alignCorners: false });
+    const [h, w] = masks.shape.slice(-2);
+    const pow2 = (r: number): boolean => Number.isInteger(r) && r > 0 && (r & (r - 1)) === 0;
+    return tidy(() => {
+      let m: Tensor;
+      if (pow2(s / h) && pow2(s / w)) {
+        // The crop's pixels alone: bilinear to inputSize with the full upscale's scale factors makes
+        // each one from the same source coordinates as the upscale to s×s (the source step is
+        // h/s either way, exactly, for a power-of-two ratio), so they are the same values, without
+        // computing the padding's rows or columns.
+        m = callOp('aten::upsample_bilinear2d', masks, inputSize, false, s / h, s / w) as Tensor;
+      } else {
+        m = F.interpolate(masks, { size: [s, s], mode: 'bilinear', alignCorners: false });
+        m = m.slice(-2, 0, inputSize[0]).slice(-1, 0, inputSize[1]);
+      }
+      return F.interpolate(m, { size: originalSize, mode: 'bilinear', alignCorners: false });
+    });
   }
 
   /** Normalize pixel values and pad to a square input: (…, 3, h, w) → (…, 3, S, S). */
@@ -143,6 +156,7 @@ export class Sam extends SamModule {
 
   override dispose(): void {
     super.dispose();
+    this.prompt_encoder.releaseDensePe();
     this.pixelMean.dispose();
     this.pixelStd.dispose();
   }
