@@ -12,6 +12,7 @@ const SUITES: Record<string, () => Promise<BenchRow[]>> = {
   train: async () => (await import('../../../bench/train.js')).benchTrain(),
   cpu: async () => (await import('../../../bench/cpu.js')).benchCpu(),
   dist: async () => (await import('../../../bench/dist.js')).benchDist(),
+  serve: async () => (await import('../../../bench/serve.js')).benchServe(),
 };
 
 /** Suites that take --device / --precision (the others compare naslora with PyTorch on the CPU). */
