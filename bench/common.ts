@@ -1,5 +1,6 @@
 // Shared benchmark plumbing: median timing after warm-up, and running the PyTorch twin script.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getNumThreads, tidy } from '../src/engine/index.js';
@@ -68,4 +69,38 @@ export function printRows(rows: BenchRow[], json: boolean): void {
   const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '-').length)));
   console.log(cols.map((c, i) => c.padEnd(w[i])).join('  '));
   for (const r of rows) console.log(cols.map((c, i) => String(r[c] ?? '-').padEnd(w[i])).join('  '));
+}
+
+/** A PyTorch twin kept running: one request line in, one JSON reply line out. */
+export interface Twin<R> { ask: (cmd: string) => Promise<R>; close: () => void }
+
+/**
+ * bench/<script> as a server: it loads its model(s), answers 'ping' once ready, then one JSON line
+ * per request line, so the two sides can alternate run by run (load from other processes hits both
+ * alike). Same thread count and malloc tuning as runTorch (OPENBLAS_NUM_THREADS comes from
+ * `naslora bench`, which pins it for both sides). Null where PyTorch is unavailable.
+ */
+export async function startTwin<R>(script: string, args: string[]): Promise<Twin<R> | null> {
+  const MB = 2 ** 20;
+  const p = spawn(PYTHON, [path.join(benchSrcDir, script), '--threads', String(getNumThreads()), ...args], {
+    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 * MB), MALLOC_TRIM_THRESHOLD_: String(1024 * MB) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const waiting: Array<{ resolve: (r: R) => void; reject: (e: Error) => void }> = [];
+  createInterface({ input: p.stdout }).on('line', (l) => waiting.shift()?.resolve(JSON.parse(l) as R));
+  p.on('close', (code) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(`exit ${code}: ${stderr.trim().split('\n').pop() ?? ''}`));
+  });
+  p.on('error', (e) => { for (const w of waiting.splice(0)) w.reject(e); });
+  const ask = (cmd: string): Promise<R> => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); p.stdin.write(`${cmd}\n`); });
+  try {
+    await ask('ping');  // answered once the models are loaded
+    return { ask, close: () => p.stdin.end() };
+  } catch (e) {
+    process.stderr.write(`PyTorch comparison unavailable (${PYTHON} ${script}): ${(e as Error).message}\n`);
+    p.kill();
+    return null;
+  }
 }

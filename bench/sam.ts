@@ -16,11 +16,10 @@
 //                                a few minutes on the CPU); NASLORA_BENCH_SAM_TRAIN_DEPTH=n keeps n blocks.
 // `bench sam --device cuda` (NASLORA_BENCH_DEVICE) runs the fwd+bwd rows alone, on the GPU;
 // --precision bf16 (NASLORA_BENCH_PRECISION) runs them under autocast.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
 import {
   autocast, cudaIndex, cudaMemory, F, getNumThreads, manualSeed, memory, noGrad, randn, resetCudaPeakMemory, resetPeakMemory, resolveDevice, tensor, tidy,
   type DeviceSpec, type Precision,
@@ -31,7 +30,7 @@ import type { RawTensor } from '../src/io/raw.js';
 import { buildSam, loadSamFile } from '../src/model/sam/build.js';
 import { setAttentionImpl } from '../src/model/sam/image_encoder.js';
 import type { Sam } from '../src/model/sam/sam.js';
-import { benchSrcDir, median, PYTHON, round, row, type BenchRow } from './common.js';
+import { benchSrcDir, median, PYTHON, round, row, startTwin, type BenchRow } from './common.js';
 
 const ENCODER_RUNS = Number(process.env.NASLORA_BENCH_RUNS ?? 3);
 const DECODER_RUNS = 20;
@@ -78,34 +77,7 @@ function measureLoad(file: string): LoadMemory {
 
 type Reply = Record<string, number>;
 
-/**
- * bench/torch_sam.py as a server: it loads the checkpoint, then runs one timed forward per request
- * line. The two sides alternate run by run, so load from other processes on the machine hits both
- * alike (a 25 s forward is long enough for that to matter). Same thread count and malloc tuning as
- * common.runTorch. Null where PyTorch is unavailable.
- */
-async function startTorchTwin(file: string): Promise<{ ask: (cmd: string) => Promise<Reply>; close: () => void } | null> {
-  const p = spawn(PYTHON, [path.join(benchSrcDir, 'torch_sam.py'), '--threads', String(getNumThreads()), '--ckpt', file], {
-    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 * MB), MALLOC_TRIM_THRESHOLD_: String(1024 * MB) },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const waiting: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = [];
-  createInterface({ input: p.stdout }).on('line', (l) => waiting.shift()?.resolve(JSON.parse(l) as Reply));
-  p.on('close', (code) => {
-    for (const w of waiting.splice(0)) w.reject(new Error(`exit ${code}: ${stderr.trim().split('\n').pop() ?? ''}`));
-  });
-  p.on('error', (e) => { for (const w of waiting.splice(0)) w.reject(e); });
-  const ask = (cmd: string): Promise<Reply> => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); p.stdin.write(`${cmd}\n`); });
-  try {
-    await ask('ping'); // answered once the model is loaded
-    return { ask, close: () => p.stdin.end() };
-  } catch (e) {
-    process.stderr.write(`PyTorch comparison unavailable (${PYTHON} torch_sam.py): ${(e as Error).message}\n`);
-    return null;
-  }
-}
+const startTorchTwin = (file: string) => startTwin<Reply>('torch_sam.py', ['--ckpt', file]);
 
 /** Median ms of `runs` alternating runs of naslora (`ours`) and PyTorch (`cmd`), after `warmup` of each. */
 async function alternate(ours: () => unknown, twin: Awaited<ReturnType<typeof startTorchTwin>>, cmd: string, runs: number, warmup: number): Promise<[number, number | null]> {

@@ -31,12 +31,10 @@
 //                                    encodes in about 4 ms.
 // Runs: NASLORA_BENCH_RUNS (default 3) encoder runs per side after 1 warm-up; 30 decoder runs per
 // side after 3 warm-ups. The whole suite takes about a minute on the 2-core machine.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
-import { getNumThreads, manualSeed, noGrad, randn, tidy, type Tensor } from '../src/engine/index.js';
+import { manualSeed, noGrad, randn, tidy, type Tensor } from '../src/engine/index.js';
 import { toRaw } from '../src/adapters/index.js';
 import { encodeRgbPng } from '../src/io/image.js';
 import { writePth } from '../src/io/pth_write.js';
@@ -46,7 +44,7 @@ import { SamPredictor, type PixelPrompts } from '../src/model/sam/predictor.js';
 import { getPreprocessShape } from '../src/model/sam/transforms.js';
 import { createServer } from '../src/serve/server.js';
 import { BASE } from '../src/serve/models.js';
-import { benchSrcDir, median, PYTHON, round, type BenchRow } from './common.js';
+import { median, round, startTwin, type BenchRow, type Twin } from './common.js';
 
 const ENCODER_IMG = Number(process.env.NASLORA_BENCH_SERVE_IMG ?? 512);
 const ENCODER_RUNS = Number(process.env.NASLORA_BENCH_RUNS ?? 3);
@@ -54,7 +52,6 @@ const DECODER_RUNS = 30;
 const DECODER_WARMUP = 3;
 /** The image: a 4:3 photo's size. */
 const W = 1280, H = 960;
-const MB = 2 ** 20;
 
 /** The decoder cases, the same on both sides (bench/torch_serve.py CASES). */
 const CASES: Record<string, PixelPrompts> = {
@@ -88,42 +85,12 @@ function syntheticImage(): Uint8Array {
 }
 
 type Reply = { ms: number; iou?: number[] };
-type Twin = { ask: (cmd: string) => Promise<Reply>; close: () => void };
-
-/**
- * bench/torch_serve.py as a server: it loads both models, then answers one JSON line per request
- * line. Same thread count and malloc tuning as common.runTorch (OPENBLAS_NUM_THREADS comes from
- * `naslora bench`, which pins it for both sides). Null where PyTorch is unavailable.
- */
-async function startTwin(args: string[]): Promise<Twin | null> {
-  const p = spawn(PYTHON, [path.join(benchSrcDir, 'torch_serve.py'), '--threads', String(getNumThreads()), ...args], {
-    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 * MB), MALLOC_TRIM_THRESHOLD_: String(1024 * MB) },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const waiting: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = [];
-  createInterface({ input: p.stdout }).on('line', (l) => waiting.shift()?.resolve(JSON.parse(l) as Reply));
-  p.on('close', (code) => {
-    for (const w of waiting.splice(0)) w.reject(new Error(`exit ${code}: ${stderr.trim().split('\n').pop() ?? ''}`));
-  });
-  p.on('error', (e) => { for (const w of waiting.splice(0)) w.reject(e); });
-  const ask = (cmd: string): Promise<Reply> => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); p.stdin.write(`${cmd}\n`); });
-  try {
-    await ask('ping');  // answered once the models are loaded
-    return { ask, close: () => p.stdin.end() };
-  } catch (e) {
-    process.stderr.write(`PyTorch comparison unavailable (${PYTHON} torch_serve.py): ${(e as Error).message}\n`);
-    p.kill();
-    return null;
-  }
-}
 
 /**
  * Median ms of `runs` alternating calls of naslora (`ours`, sync or async) and the twin (`cmd`),
  * after `warmup` of each; the twin's last reply too.
  */
-async function alternate(ours: () => unknown, twin: Twin | null, cmd: string, runs: number, warmup: number): Promise<{ ms: number; torchMs: number | null; last: Reply | null }> {
+async function alternate(ours: () => unknown, twin: Twin<Reply> | null, cmd: string, runs: number, warmup: number): Promise<{ ms: number; torchMs: number | null; last: Reply | null }> {
   const a: number[] = [], b: number[] = [];
   let last: Reply | null = null;
   for (let i = 0; i < warmup + runs; i++) {
@@ -148,7 +115,7 @@ export async function benchServe(): Promise<BenchRow[]> {
   const ckpt = path.join(dir, 'sam_vit_b_synthetic.pth');
   const embFile = path.join(dir, 'embedding.f32'), imgFile = path.join(dir, 'image.rgb');
   const rows: BenchRow[] = [];
-  let twin: Twin | null = null;
+  let twin: Twin<Reply> | null = null;
   const owned: Array<{ dispose(): void }> = [];
   try {
     log('writing a synthetic ViT-B checkpoint, an image and an embedding');
@@ -161,7 +128,7 @@ export async function benchServe(): Promise<BenchRow[]> {
     fs.writeFileSync(embFile, embedding.toBytes());
 
     log(`starting the PyTorch twin (ViT-B at 1024 and at ${ENCODER_IMG})`);
-    twin = await startTwin(['--ckpt', ckpt, '--encoder-img', String(ENCODER_IMG), '--image', imgFile, '--height', String(H), '--width', String(W), '--embedding', embFile]);
+    twin = await startTwin<Reply>('torch_serve.py', ['--ckpt', ckpt, '--encoder-img', String(ENCODER_IMG), '--image', imgFile, '--height', String(H), '--width', String(W), '--embedding', embFile]);
     const big = loadSamFile(ckpt).model;
     owned.push(big);
     big.eval();
