@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExamplesFile } from '../eval/examples.js';
+import { mean, sampleSd } from '../eval/stats.js';
 
 export interface StepEvent { step: number; stage: string; loss: number; lr: number; grad_norm: number | null; t: number }
 export interface StageEvent { step: number; stage: string; end?: number; total?: number }
@@ -180,11 +181,9 @@ export function readCompare(dir: string): CompareData {
   const methods: CompareMethod[] = [];
   for (const name of [...new Set(runs.map((r) => r.method))]) {
     const rs = runs.filter((r) => r.method === name);
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const sd = (xs: number[]) => (xs.length > 1 ? Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)) : 0);
     methods.push({
-      method: name, preset: name, n: rs.length, seeds: rs.map((r) => r.seed), dice_mean: mean(rs.map((r) => r.dice)), dice_sd: sd(rs.map((r) => r.dice)),
-      iou_mean: mean(rs.map((r) => r.iou)), iou_sd: sd(rs.map((r) => r.iou)), seconds_mean: mean(rs.map((r) => r.seconds)),
+      method: name, preset: name, n: rs.length, seeds: rs.map((r) => r.seed), dice_mean: mean(rs.map((r) => r.dice)), dice_sd: sampleSd(rs.map((r) => r.dice)),
+      iou_mean: mean(rs.map((r) => r.iou)), iou_sd: sampleSd(rs.map((r) => r.iou)), seconds_mean: mean(rs.map((r) => r.seconds)),
       trainable_params: rs[0]!.trainable_params, adapter_params: rs[0]!.adapter_params,
     });
   }
