@@ -25,6 +25,7 @@ import { configLeafKeys, loadConfig } from '../src/train/config.js';
 import { loaderStats, resetLoaderStats } from '../src/data/loader.js';
 import type { Progress } from '../src/train/progress.js';
 import { runTraining } from '../src/train/run.js';
+import { SHAPE_CLASSES, SHAPE_PALETTE, writeShapes } from './helpers/shapes.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const KVASIR = path.resolve(ROOT, '../shared/data/kvasir-seg');
@@ -42,7 +43,7 @@ const EXEMPT: Record<string, string> = {
   'optim.name': "a single allowed value ('adamw'): it names the optimizer, there is no other to choose",
 };
 
-type Scenario = 'nas' | 'dir' | 'ckpt' | 'conv' | 'pc';
+type Scenario = 'nas' | 'dir' | 'ckpt' | 'conv' | 'pc' | 'mc' | 'mcp';
 interface Probe { scenario: Scenario; before?: string[]; change: string[]; needsCuda?: boolean }
 
 const ALT = ['schedule.alpha_optim.mode=alternate'];
@@ -67,6 +68,11 @@ const PROBES: Record<string, Probe> = {
   'data.label_size': { scenario: 'nas', change: ['data.label_size=16'] },
   'data.resize': { scenario: 'dir', change: ['data.resize=longest-pad'] },
   'data.threshold': { scenario: 'dir', change: ['data.threshold=20'] },
+  'data.classes.num_classes': { scenario: 'mc', change: ['data.classes.num_classes=5'] },
+  'data.classes.file': { scenario: 'mcp', change: [`data.classes.file=${at('classes-b.json')}`] },
+  // Only a value that is in the masks or in the padding can matter (any other is refused or absent): longest-pad pads with it.
+  'data.classes.ignore_index': { scenario: 'mc', before: ['data.resize=longest-pad'], change: ['data.classes.ignore_index=255'] },
+  'data.classes.loss_weights': { scenario: 'mc', change: ['data.classes.loss_weights=[0.2, 1, 2, 4]'] },
   'data.augment.hflip': { scenario: 'nas', change: ['data.augment.hflip=false'] },
   'data.augment.crop_scale': { scenario: 'nas', change: ['data.augment.crop_scale=[0.5, 0.9]'] },
   'data.mode': { scenario: 'nas', change: ['data.mode=prompted'] },
@@ -143,6 +149,8 @@ const SCENARIOS: Record<Scenario, string[]> = {
   dir: ['lora', `model.config=${at('tiny.json')}`, 'model.pretrained=none', 'model.checkpoint=null', `data.dir=${at('data-a')}`],
   ckpt: ['lora', `model.config=${at('tiny.json')}`, `model.checkpoint=${at('a.safetensors')}`, 'data.synthetic={kind: target, n: 12, size: 32, seed: 1}'],
   conv: ['conv-lora', `model.config=${at('tiny.json')}`, 'model.pretrained=none', 'model.checkpoint=null', 'data.synthetic={kind: target, n: 12, size: 32, seed: 1}'],
+  mc: ['lora', `model.config=${at('tiny.json')}`, 'model.pretrained=none', 'model.checkpoint=null', `data.dir=${at('data-mc')}`, 'data.classes={num_classes: 4}', 'loss=ce', 'eval.metrics=[dice, iou]'],
+  mcp: ['lora', `model.config=${at('tiny.json')}`, 'model.pretrained=none', 'model.checkpoint=null', `data.dir=${at('data-mcp')}`, `data.classes={file: ${at('data-mcp', 'classes.json')}}`, 'loss=ce', 'eval.metrics=[dice, iou]'],
   pc: ['nas-pc-lora', `model.config=${at('tiny.json')}`, 'model.pretrained=none', 'model.checkpoint=null', 'data.synthetic={kind: target, n: 12, size: 32, seed: 1}', 'method.rank=4'],
 };
 const COMMON = [
@@ -197,6 +205,12 @@ async function fingerprint(args: string[]): Promise<string> {
 }
 
 async function makeData(): Promise<void> {
+  // Multi-class: 4 classes as class-index masks (non-square, so longest-pad pads), and as palette masks
+  // with a classes.json; classes-b.json gives the same colours other indices.
+  await writeShapes(at('data-mc'), { n: 8, width: 48, height: 40, seed: 3 });
+  await writeShapes(at('data-mcp'), { n: 8, width: 48, height: 40, seed: 4, palette: true });
+  const order = [0, 3, 1, 2];
+  fs.writeFileSync(at('classes-b.json'), JSON.stringify({ classes: order.map((c, index) => ({ name: SHAPE_CLASSES[c], index, colour: SHAPE_PALETTE[c] })) }));
   fs.writeFileSync(at('tiny.json'), JSON.stringify({ config: TINY }));
   fs.writeFileSync(at('tiny-b.json'), JSON.stringify({ config: { ...TINY, decoder_heads: 1, mlp_ratio: 3 } }));
   for (const [name, seed] of [['a', 1], ['b', 2]] as const) {

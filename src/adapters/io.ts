@@ -31,7 +31,21 @@ export interface AdapterFileConfig {
   cells: CellRecord[];
   base: { sha256: string | null; file: string | null };
   created: string;
+  /**
+   * Multi-class models: the classes (K = names.length) whose heads (mask_decoder.class_tokens and
+   * class_hypernetworks_mlps, in the decoder part) are in the file; absent for binary models.
+   */
+  classes?: AdapterClasses;
+  /** How training prepared its inputs (data.image_size, data.resize): prompt-free prediction and eval repeat it. Absent in older files. */
+  input?: AdapterInput;
 }
+
+export interface AdapterInput { image_size: number; resize: 'squash' | 'longest-pad' }
+
+export interface AdapterClasses { names: string[]; colours: Array<[number, number, number]> | null; ignore_index: number | null }
+
+/** A model whose mask decoder can grow class heads (SAM's). */
+interface WithClassHeads { mask_decoder: { addClassHeads(k: number): void; numClasses: number } }
 
 /** SHA-256 of a file, streamed. */
 export function sha256File(file: string): string {
@@ -67,7 +81,7 @@ export function fromRaw(r: { dtype: DType; shape: number[]; data: Uint8Array }):
  * Saves the adapter: every parameter of the given parts (default: all adapter parts plus every
  * other part that is trainable now) and the cells' state.
  */
-export function saveAdapter(dir: string, model: Module, method: AdapterConfig, o: { parts?: Part[]; baseFile?: string | null; baseSha256?: string | null } = {}): AdapterFileConfig {
+export function saveAdapter(dir: string, model: Module, method: AdapterConfig, o: { parts?: Part[]; baseFile?: string | null; baseSha256?: string | null; classes?: AdapterClasses | null; input?: AdapterInput | null } = {}): AdapterFileConfig {
   const layers = findAdapters(model);
   const params = model.namedParameters();
   // Default: the adapter's own parts, plus any other part that trains now (never the frozen encoder).
@@ -91,7 +105,10 @@ export function saveAdapter(dir: string, model: Module, method: AdapterConfig, o
     format: FORMAT, method, parts, layers: layers.map((l) => l.path), cells,
     base: { sha256: o.baseSha256 ?? (o.baseFile ? sha256File(o.baseFile) : null), file: o.baseFile ? path.basename(o.baseFile) : null },
     created: new Date().toISOString(),
+    ...(o.classes ? { classes: o.classes } : {}),
+    ...(o.input ? { input: o.input } : {}),
   };
+  if (o.classes && !parts.includes('decoder')) throw new Error(`saveAdapter: a multi-class model's class heads are in the decoder part; parts ${parts.join(', ')} leave them out`);
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, ADAPTER_FILE), tensors, { format: 'pt', naslora: FORMAT });
   writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
@@ -110,6 +127,8 @@ export function readAdapterConfig(dir: string): AdapterFileConfig {
   if (cfg.format !== FORMAT) throw new Error(`${file}: format '${String(cfg.format)}' is not ${FORMAT}`);
   if (!cfg.method || typeof cfg.method.name !== 'string') throw new Error(`${file}: no method`);
   getMethod(cfg.method.name);  // throws for unknown methods, naming the known ones
+  if (cfg.classes !== undefined && !(Array.isArray(cfg.classes?.names) && cfg.classes.names.length >= 2 && cfg.classes.names.every((n) => typeof n === 'string')))
+    throw new Error(`${file}: classes needs names for 2 or more classes`);
   return cfg;
 }
 
@@ -125,6 +144,13 @@ export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string
   }
   if (!fs.existsSync(path.join(dir, ADAPTER_FILE))) throw new Error(`${dir}: ${ADAPTER_FILE} is missing`);
   if (findAdapters(model).length) throw new Error('the model already has adapters');
+  if (cfg.classes) {
+    // A multi-class adapter brings its K class heads: the decoder grows them, then they are loaded.
+    const dec = (model as unknown as Partial<WithClassHeads>).mask_decoder;
+    if (!dec?.addClassHeads) throw new Error(`adapter ${dir} is multi-class (${cfg.classes.names.length} classes) and this model has no mask decoder to hold the class heads`);
+    if (dec.numClasses === 0) dec.addClassHeads(cfg.classes.names.length);
+    else if (dec.numClasses !== cfg.classes.names.length) throw new Error(`adapter ${dir} has ${cfg.classes.names.length} classes; the model's decoder already has ${dec.numClasses} class heads`);
+  }
   const layers = injectAdapters(model, cfg.method);
   restore(dir, cfg, model, layers);
   return { config: cfg, layers };

@@ -306,6 +306,8 @@ export function planCompare(file: string, overrides: readonly string[] = []): Co
         const cfg = parseConfig(raw);
         if (m.preset === ZERO_SHOT && cfg.model.pretrained !== 'sam')
           runProblems.add(`${at} (${m.name}): zero-shot evaluates a pretrained checkpoint: set model.pretrained=sam and model.checkpoint in base`);
+        if (m.preset === ZERO_SHOT && cfg.data.classes)
+          runProblems.add(`${at} (${m.name}): zero-shot has nothing to score multi-class data with (SAM has no class heads until they are trained); leave it out`);
         runs.push({ method: m.name, preset: m.preset, seed, cfg, runDir, state: 'absent' });
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
@@ -377,6 +379,9 @@ export interface CompareRunRecord extends RunMetrics {
   /** NAS cell path → derived op name (discretized cells only); null for methods without NAS cells. */
   derived_ops: Record<string, string> | null;
   run_dir: string;
+  /** Multi-class runs (dice, iou = mDice, mIoU): pixel accuracy and IoU / Dice per class (null: class in neither map). */
+  pixel_accuracy?: number;
+  classes?: { names: string[]; iou: Array<number | null>; dice: Array<number | null> };
 }
 
 export type MethodStats = { [K in CompareMetric as `${K}_mean`]: number } & { [K in CompareMetric as `${K}_sd`]: number };
@@ -395,6 +400,10 @@ export interface CompareMethodSummary extends MethodStats {
   adapter_params: number;
   /** Seed → derived ops (as in the runs), or null for methods without NAS cells. */
   derived_ops: Record<string, Record<string, string> | null> | null;
+  /** Multi-class: pixel accuracy and each class's IoU, mean and sample sd over the seeds (seeds where a class is in neither map left out). */
+  pixel_accuracy_mean?: number;
+  pixel_accuracy_sd?: number;
+  classes?: { names: string[]; iou_mean: number[]; iou_sd: number[] };
 }
 
 export interface CompareResult { runs: CompareRunRecord[]; methods: CompareMethodSummary[] }
@@ -413,7 +422,10 @@ export function formatDuration(s: number): string {
   return `${Math.floor(t / 3600)}h${String(Math.floor((t % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-interface SavedMetrics { trainable_parameters: number; adapter_parameters: number; seconds: number; test: (ImageMetrics & { count: number }) | null; scoring?: Scoring }
+interface SavedMetrics {
+  trainable_parameters: number; adapter_parameters: number; seconds: number; scoring?: Scoring;
+  test: (ImageMetrics & { count: number; pixelAccuracy?: number; classes?: { names: string[]; iou: Array<number | null>; dice: Array<number | null> } }) | null;
+}
 
 /** A finished run's record, from its folder (metrics.json, derived_ops.json): the same for fresh and skipped runs. */
 export function readRunRecord(r: PlannedRun, status: RunStatus): CompareRunRecord {
@@ -435,6 +447,7 @@ export function readRunRecord(r: PlannedRun, status: RunStatus): CompareRunRecor
     seconds: m.seconds, resolution: scoring.test_resolution, label_size: scoring.label_size,
     trainable_params: m.trainable_parameters, adapter_params: m.adapter_parameters,
     derived_ops: derived, run_dir: r.runDir,
+    ...(test.classes ? { pixel_accuracy: test.pixelAccuracy, classes: { names: test.classes.names, iou: test.classes.iou, dice: test.classes.dice } } : {}),
   };
 }
 
@@ -539,7 +552,14 @@ export function summarize(methods: readonly MethodEntry[], runs: readonly Compar
       stats[`${k}_sd`] = sampleSd(rs.map((r) => r[k]));
     }
     const nas = rs.some((r) => r.derived_ops !== null);
+    const mc = rs.find((r) => r.classes)?.classes;
+    const perClass = (i: number) => rs.map((r) => r.classes?.iou[i]).filter((v): v is number => typeof v === 'number');
+    const multi = mc ? {
+      pixel_accuracy_mean: mean(rs.map((r) => r.pixel_accuracy ?? NaN)), pixel_accuracy_sd: sampleSd(rs.map((r) => r.pixel_accuracy ?? NaN)),
+      classes: { names: mc.names, iou_mean: mc.names.map((_, i) => mean(perClass(i))), iou_sd: mc.names.map((_, i) => sampleSd(perClass(i))) },
+    } : {};
     return {
+      ...multi,
       method: m.name, preset: m.preset, n: rs.length, seeds: rs.map((r) => r.seed),
       ...(stats as MethodStats),
       seconds_mean: mean(rs.map((r) => r.seconds)), seconds_sd: sampleSd(rs.map((r) => r.seconds)),
@@ -596,6 +616,13 @@ export function formatCompareMarkdown(r: CompareResult): string {
       x.method, x.seed, f4(x.dice), f4(x.iou), f4(x.s_measure), f4(x.e_measure), f4(x.wf_measure), f4(x.mae), x.seconds.toFixed(1),
       int(x.trainable_params), int(x.adapter_params), x.status, `\`${x.run_dir}\``,
     ]));
+  }
+  const mc = r.methods.filter((m) => m.classes);
+  if (mc.length) {
+    const names = mc[0]!.classes!.names;
+    const h = ['method', 'pixel accuracy', ...names.map((n) => `IoU ${n}`)];
+    out.push('', '## Per class (multi-class)', '', 'Dice and IoU above are mDice and mIoU (per-class sums over the test split, mean over the classes present). Per-class IoU: mean ± sample sd over seeds.', '', row(h), rule(h.length));
+    for (const m of mc) out.push(row([m.method, pm(m.pixel_accuracy_mean!, m.pixel_accuracy_sd!), ...m.classes!.iou_mean.map((v, i) => pm(v, m.classes!.iou_sd[i]!))]));
   }
   const nas = r.runs.filter((x) => x.derived_ops !== null);
   if (nas.length) {

@@ -116,3 +116,25 @@ export function addClassStats(s: ClassStats, id: string, m: ClassMask, spec: Cla
   for (const [v, n] of m.unknown) { const e = s.unknown.get(v) ?? { pixels: 0, ids: [] }; e.pixels += n; e.ids.push(id); s.unknown.set(v, e); }
   for (const [c, n] of m.unknownColours) { const e = s.unknownColours.get(c) ?? { pixels: 0, ids: [] }; e.pixels += n; e.ids.push(id); s.unknownColours.set(c, e); }
 }
+
+/** Distinct colours for classes without a palette (background black, then a colour-blind-aware set, then a golden-angle hue walk). */
+const DEFAULT_COLOURS: Array<[number, number, number]> = [
+  [0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
+];
+
+/** The colour each class is drawn in: the spec's palette, or the default set. */
+export function classColours(spec: ClassSpec): Array<[number, number, number]> {
+  if (spec.colours) return spec.colours.map((c) => [...c] as [number, number, number]);
+  return spec.names.map((_, i) => {
+    if (i < DEFAULT_COLOURS.length) return DEFAULT_COLOURS[i]!;
+    const h = (i * 137.508) % 360, f = (n: number) => { const k = (n + h / 30) % 12; return Math.round(255 * (0.55 - 0.4 * Math.max(-1, Math.min(k - 3, 9 - k, 1)))); };
+    return [f(0), f(8), f(4)];
+  });
+}
+
+/** A class map drawn in the class colours (RGB, HWC); the ignore index (or any non-class value) is drawn white. */
+export function colourise(map: ArrayLike<number>, colours: ReadonlyArray<readonly [number, number, number]>): Uint8Array {
+  const out = new Uint8Array(map.length * 3);
+  for (let i = 0; i < map.length; i++) out.set(colours[map[i]!] ?? [255, 255, 255], i * 3);
+  return out;
+}

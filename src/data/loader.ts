@@ -2,7 +2,8 @@
 //
 // Pipeline per sample: decode (sharp) -> RGB uint8 HWC + binary mask at the original size (cacheable)
 // -> optional random crop -> resize (sharp; image bilinear, mask nearest) -> optional flip -> CHW float32
-// normalised with SAM's pixel mean/std; mask as 0/1 float32 at the label size.
+// normalised with SAM's pixel mean/std; mask as 0/1 float32 at the label size. Multi-class data
+// (LoaderOptions.classes) keeps class indices instead (0..K−1 or the ignore index), still float32.
 //
 // Resize modes (data.resize):
 //  - 'squash' (default): stretch to S×S ignoring the aspect ratio. This is what the Conv-LoRA protocol does
@@ -10,13 +11,14 @@
 //  - 'longest-pad': SAM's predictor: scale the longest side to S (ResizeLongestSide, size rounded as
 //    `floor(x*scale+0.5)`), put the result top-left and pad bottom/right with 0 *after* normalisation
 //    (i.e. the pixel mean), as Sam.preprocess does. The mask is treated the same way at the label size,
-//    padding = background; `validRegion()` tells the valid part for cropping predictions back.
+//    padding = background (multi-class with an ignore index: the ignore index); `validRegion()` tells the valid part for cropping predictions back.
 //
 // Determinism: the epoch order depends on (seed, epoch) only, and each sample's augmentation draws
 // from its own PRNG seeded by (seed, epoch, id), so prefetch timing and concurrency never change a batch.
 import sharp from 'sharp';
 import { MAX_IMAGE_PIXELS, sharpInputOptions } from '../io/image.js';
 import { type Sample, hashSeed, mulberry32, shuffleInPlace } from './dataset.js';
+import { decodeClassMask, type ClassSpec } from './classes.js';
 
 export const SAM_PIXEL_MEAN: readonly [number, number, number] = [123.675, 116.28, 103.53];
 export const SAM_PIXEL_STD: readonly [number, number, number] = [58.395, 57.12, 57.375];
@@ -29,9 +31,12 @@ export interface DecodedSample {
   height: number;
   /** RGB, uint8, HWC (3 channels). */
   rgb: Uint8Array;
-  /** Binary mask, HW, values 0/1. */
+  /** Binary mask, HW, values 0/1; multi-class: class indices (or the ignore index). */
   mask: Uint8Array;
 }
+
+/** How a mask file becomes labels: binary foreground = gray > threshold, or a multi-class spec. */
+export type MaskRule = number | ClassSpec;
 
 export type ResizeMode = 'squash' | 'longest-pad';
 
@@ -51,6 +56,8 @@ export interface LoaderOptions {
   resize?: ResizeMode;
   /** Mask foreground rule: gray > threshold, gray = max over colour channels. */
   threshold?: number;
+  /** Multi-class masks (class indices, palette colours): replaces the threshold rule. */
+  classes?: ClassSpec | null;
   /** null/undefined = no augmentation (eval). */
   augment?: Partial<AugmentOptions> | null;
 }
@@ -59,7 +66,7 @@ export interface PreparedSample {
   id: string;
   /** 3×S×S normalised. */
   image: Float32Array;
-  /** L×L, 0/1. */
+  /** L×L, 0/1 (multi-class: class indices). */
   mask: Float32Array;
   origHeight: number;
   origWidth: number;
@@ -118,12 +125,22 @@ export function resetLoaderStats(): void {
   Object.assign(loaderStats, { decodes: 0, maxActiveLoads: 0, maxBatchesInFlight: 0 });
 }
 
-export async function decodeSample(s: Sample, threshold = DEFAULT_THRESHOLD): Promise<DecodedSample> {
+export async function decodeSample(s: Sample, rule: MaskRule = DEFAULT_THRESHOLD): Promise<DecodedSample> {
   loaderStats.decodes++;
+  if (typeof rule !== 'number') {
+    const [img, m] = await Promise.all([decodeRgb(s.imagePath), decodeClassMask(s.maskPath, rule)]);
+    if (img.width !== m.width || img.height !== m.height)
+      throw new Error(`${s.id}: image ${img.width}x${img.height} but mask ${m.width}x${m.height} (${s.maskPath})`);
+    // A value that is no class would be a wrong label (or crash the loss): refuse it, naming the file.
+    const bad = [...m.unknown.entries()].map(([v, n]) => `value ${v} (${n} px)`).concat([...m.unknownColours.entries()].map(([c, n]) => `colour ${c} (${n} px)`));
+    if (bad.length)
+      throw new Error(`${s.maskPath}: ${bad.slice(0, 5).join(', ')}${bad.length > 5 ? ', …' : ''} ${bad.length === 1 ? 'is' : 'are'} not one of the ${rule.names.length} classes${rule.ignoreIndex === null ? '' : ` or the ignore index ${rule.ignoreIndex}`} (naslora data validate lists every such mask)`);
+    return { id: s.id, width: img.width, height: img.height, rgb: img.data, mask: m.data };
+  }
   const [img, gray] = await Promise.all([decodeRgb(s.imagePath), decodeGray(s.maskPath)]);
   if (img.width !== gray.width || img.height !== gray.height)
     throw new Error(`${s.id}: image ${img.width}x${img.height} but mask ${gray.width}x${gray.height} (${s.maskPath})`);
-  return { id: s.id, width: img.width, height: img.height, rgb: img.data, mask: binarize(gray.data, threshold) };
+  return { id: s.id, width: img.width, height: img.height, rgb: img.data, mask: binarize(gray.data, rule) };
 }
 
 /** Memoises decoded samples (promises, so concurrent requests share one decode) up to a byte budget. */
@@ -131,11 +148,11 @@ export class SampleCache {
   private readonly map = new Map<string, Promise<DecodedSample>>();
   private bytes = 0;
   constructor(readonly maxBytes = 2 * 1024 ** 3) {}
-  get(s: Sample, threshold = DEFAULT_THRESHOLD): Promise<DecodedSample> {
-    const key = `${threshold}\0${s.imagePath}\0${s.maskPath}`;
+  get(s: Sample, rule: MaskRule = DEFAULT_THRESHOLD): Promise<DecodedSample> {
+    const key = `${typeof rule === 'number' ? rule : JSON.stringify(rule)}\0${s.imagePath}\0${s.maskPath}`;
     const hit = this.map.get(key);
     if (hit) return hit;
-    const p = decodeSample(s, threshold);
+    const p = decodeSample(s, rule);
     if (this.bytes < this.maxBytes) {
       this.map.set(key, p);
       p.then(
@@ -189,11 +206,17 @@ export async function prepareSample(d: DecodedSample, opts: LoaderOptions, rng: 
   const pad = opts.resize === 'longest-pad';
   const [ih, iw] = pad ? validRegion(crop[3], crop[2], S) : [S, S];
   const [lh, lw] = pad ? validRegion(crop[3], crop[2], L) : [L, L];
-  const mask255 = new Uint8Array(d.mask.length);
-  for (let i = 0; i < mask255.length; i++) mask255[i] = d.mask[i] ? 255 : 0;
+  // Binary masks go through the resize as 0/255 and are thresholded after; class indices go through
+  // as they are (nearest neighbour never mixes two labels).
+  const multi = !!opts.classes;
+  let maskIn = d.mask;
+  if (!multi) {
+    maskIn = new Uint8Array(d.mask.length);
+    for (let i = 0; i < maskIn.length; i++) maskIn[i] = d.mask[i] ? 255 : 0;
+  }
   const [rgb, m] = await Promise.all([
     resizeRaw(d.rgb, d.width, d.height, 3, crop, iw, ih, 'linear'),
-    resizeRaw(mask255, d.width, d.height, 1, crop, lw, lh, 'nearest'),
+    resizeRaw(maskIn, d.width, d.height, 1, crop, lw, lh, 'nearest'),
   ]);
   // CHW, normalised; padded cells stay 0 (= the pixel mean after normalisation, like Sam.preprocess).
   const image = new Float32Array(3 * S * S);
@@ -205,9 +228,15 @@ export async function prepareSample(d: DecodedSample, opts: LoaderOptions, rng: 
         image[c * S * S + y * S + x] = (rgb[(y * iw + sx) * 3 + c]! - mean) * inv;
       }
   }
+  // Padding (longest-pad) is background (class 0); multi-class data with an ignore index pads with
+  // it instead (as mmsegmentation pads label maps), so the padding counts in no loss and no metric.
   const mask = new Float32Array(L * L);
+  if (multi && opts.classes!.ignoreIndex !== null && (lh < L || lw < L)) mask.fill(opts.classes!.ignoreIndex);
   for (let y = 0; y < lh; y++)
-    for (let x = 0; x < lw; x++) mask[y * L + x] = m[y * lw + (flipped ? lw - 1 - x : x)]! > 127 ? 1 : 0;
+    for (let x = 0; x < lw; x++) {
+      const v = m[y * lw + (flipped ? lw - 1 - x : x)]!;
+      mask[y * L + x] = multi ? v : v > 127 ? 1 : 0;
+    }
   return { id: d.id, image, mask, origHeight: d.height, origWidth: d.width, flipped, crop };
 }
 
@@ -220,7 +249,7 @@ function isDecoded(s: SampleSource): s is DecodedSample {
 export async function loadSample(
   s: SampleSource, opts: LoaderOptions, rng: (() => number) | null = null, cache: SampleCache | null = null,
 ): Promise<PreparedSample> {
-  const t = opts.threshold ?? DEFAULT_THRESHOLD;
+  const t: MaskRule = opts.classes ?? opts.threshold ?? DEFAULT_THRESHOLD;
   const d = isDecoded(s) ? s : cache ? await cache.get(s, t) : await decodeSample(s, t);
   return prepareSample(d, opts, rng);
 }
@@ -230,7 +259,7 @@ export async function loadSample(
 export interface Batch {
   /** B×3×S×S */
   images: Float32Array;
-  /** B×1×L×L */
+  /** B×1×L×L (0/1, or class indices for multi-class data) */
   masks: Float32Array;
   ids: string[];
   batchSize: number;

@@ -11,6 +11,8 @@ import {
   decodeSample, iterateBatches, loadSample, validRegion, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource,
 } from '../data/loader.js';
 import { MetricsAggregator, METRIC_NAMES, type ImageMetrics, type MetricRow } from './metrics.js';
+import { classRow, classSummary, type ClassRow } from './multiclass.js';
+import type { ClassSpec } from '../data/classes.js';
 
 export type Resolution = 'original' | 'label';
 export const RESOLUTIONS: readonly Resolution[] = ['original', 'label'];
@@ -42,9 +44,21 @@ export interface EvalOptions {
   onImage?: (i: number, n: number) => void;
   /** The model's device: each image (batch) is made there; the probabilities come back to the CPU for the metrics. Default 'cpu'. */
   device?: Device;
+  /**
+   * Multi-class: the model gives K logit maps, the prediction is their argmax, and the report is
+   * per-class IoU/Dice with mIoU/mDice over the classes present and pixel accuracy (ClassRow rows,
+   * ClassSummary summary); threshold, probThreshold and metrics do not apply.
+   */
+  classes?: ClassSpec | null;
+}
+
+/** Class index per pixel: argmax over dim 1 of (B, K, H, W) logits → (B·H·W) values. */
+function argmaxMaps(logits: Tensor): Float32Array {
+  return logits.argmax(1).toFloat32Array();
 }
 
 export async function evaluateOriginal(model: EvalModel, items: SampleSource[], o: EvalOptions): Promise<EvalReport> {
+  if (o.classes) return evaluateOriginalClasses(model, items, o, o.classes);
   const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
   for (let i = 0; i < items.length; i++) {
     const s = items[i];
@@ -72,6 +86,7 @@ export interface LabelEvalOptions extends EvalOptions {
 
 /** Metrics at label size: batches as in training (no augmentation), logits upsampled to L×L. */
 export async function evaluateAtLabelSize(model: EvalModel, items: SampleSource[], o: LabelEvalOptions): Promise<EvalReport> {
+  if (o.classes) return evaluateAtLabelSizeClasses(model, items, o, o.classes);
   const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
   const L = o.labelSize;
   let done = 0;
@@ -94,12 +109,56 @@ export async function evaluateAtLabelSize(model: EvalModel, items: SampleSource[
   return { summary: agg.mean(), rows: agg.rows };
 }
 
+async function evaluateOriginalClasses(model: EvalModel, items: SampleSource[], o: EvalOptions, spec: ClassSpec): Promise<EvalReport> {
+  const rows: ClassRow[] = [];
+  const k = spec.names.length;
+  for (let i = 0; i < items.length; i++) {
+    const s = items[i]!;
+    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, spec) : await decodeSample(s, spec);
+    const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, classes: spec, augment: null });
+    const pred = noGrad(() => tidy(() => {
+      const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize], { device: o.device });
+      return argmaxMaps(logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize));
+    }));
+    rows.push(classRow(d.id, pred, d.mask, k, spec.ignoreIndex));
+    o.onImage?.(i + 1, items.length);
+  }
+  return { summary: classSummary(rows, spec.names), rows };
+}
+
+async function evaluateAtLabelSizeClasses(model: EvalModel, items: SampleSource[], o: LabelEvalOptions, spec: ClassSpec): Promise<EvalReport> {
+  const rows: ClassRow[] = [];
+  const L = o.labelSize, n = L * L, k = spec.names.length;
+  let done = 0;
+  for await (const b of iterateBatches(items, {
+    imageSize: o.imageSize, labelSize: L, resize: o.resize, classes: spec, augment: null,
+    batchSize: o.batchSize, shuffle: false, prefetch: o.prefetch, workers: o.workers, cache: o.cache ?? null,
+  })) {
+    const pred = noGrad(() => tidy(() => {
+      const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device: o.device });
+      const low = model.forward(images, null);
+      const [, , h, w] = low.shape;
+      return argmaxMaps(h === L && w === L ? low : F.interpolate(low, { size: [L, L], mode: 'bilinear', alignCorners: false }));
+    }));
+    b.ids.forEach((id, j) => rows.push(classRow(id, pred.subarray(j * n, (j + 1) * n), b.masks.subarray(j * n, (j + 1) * n), k, spec.ignoreIndex)));
+    done += b.batchSize;
+    o.onImage?.(done, items.length);
+  }
+  return { summary: classSummary(rows, spec.names), rows };
+}
+
 /** summary.json and per_image.csv in dir (the metrics the report holds). */
 export function writeEvalReport(dir: string, r: EvalReport, extra: Record<string, unknown> = {}): void {
   writeFileAtomic(path.join(dir, 'summary.json'), JSON.stringify({ ...extra, ...r.summary }, null, 2) + '\n');
   const names = METRIC_NAMES.filter((k) => r.rows.length === 0 || k in r.rows[0]!);
-  const head = ['id', ...names].join(',');
-  const lines = r.rows.map((row) => [csvField(row.name), ...names.map((k) => row[k].toFixed(6))].join(','));
+  // Multi-class: the image's mDice/mIoU, pixel accuracy, then IoU and Dice per class (empty where the class is in neither map).
+  const classes = 'classes' in r.summary ? (r.summary as { classes: { names: string[] } }).classes.names : null;
+  const fmt = (v: number | null) => (v === null || Number.isNaN(v) ? '' : v.toFixed(6));
+  const head = ['id', ...names, ...(classes ? ['pixel_accuracy', ...classes.map((c) => `iou_${c}`), ...classes.map((c) => `dice_${c}`)] : [])].map(csvField).join(',');
+  const lines = r.rows.map((row) => {
+    const cr = row as ClassRow;
+    return [csvField(row.name), ...names.map((k) => (classes ? fmt(row[k]) : row[k].toFixed(6))), ...(classes ? [fmt(cr.pixelAccuracy), ...cr.classIou.map(fmt), ...cr.classDice.map(fmt)] : [])].join(',');
+  });
   writeFileAtomic(path.join(dir, 'per_image.csv'), [head, ...lines].join('\n') + '\n');
 }
 

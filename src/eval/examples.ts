@@ -1,7 +1,8 @@
 // A few test images saved with the model's prediction at their original resolution, for people to
 // look at (the report's overlays): the best, median and worst image by Dice, and the first few of
 // the split ("fixed": the same images in every run, so runs can be put side by side).
-// Files: <dir>/examples.json and, per image, <k>_image.png (RGB), <k>_gt.png and <k>_pred.png (0/255).
+// Files: <dir>/examples.json and, per image, <k>_image.png (RGB), <k>_gt.png and <k>_pred.png (0/255;
+// multi-class: class indices, the ignore index kept, with the classes' names and colours in examples.json).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
@@ -10,6 +11,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { decodeSample, iterateBatches, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource } from '../data/loader.js';
 import { logitsToOriginal } from './evaluate.js';
 import type { MetricRow } from './metrics.js';
+import { classColours, type ClassSpec } from '../data/classes.js';
 import type { Tensor } from '../engine/index.js';
 
 export type ExampleRole = 'best' | 'median' | 'worst' | 'fixed';
@@ -28,7 +30,9 @@ export interface ExampleItem {
   pred: string;
 }
 
-export interface ExamplesFile { split: string; prob_threshold: number; items: ExampleItem[] }
+export interface ExampleClasses { names: string[]; colours: Array<[number, number, number]>; ignore_index: number | null }
+
+export interface ExamplesFile { split: string; prob_threshold: number; items: ExampleItem[]; classes?: ExampleClasses }
 
 /** Which images to show: best, median and worst by Dice (rows), then the first `fixed` ids. */
 export function pickExamples(rows: readonly MetricRow[], ids: readonly string[], fixed = 3): Map<string, ExampleRole[]> {
@@ -56,6 +60,8 @@ export interface ExampleOptions {
   split?: string;
   /** The model's device (default 'cpu'): each image is made there; the prediction comes back for the PNG. */
   device?: Device;
+  /** Multi-class: predictions are the argmax of the K maps, masks are class-index PNGs. */
+  classes?: ClassSpec | null;
 }
 
 export interface ExampleModel { forward(images: Tensor, prompts?: BatchPrompts | null): Tensor }
@@ -70,27 +76,32 @@ export async function saveExamples(
   const out: ExampleItem[] = [];
   let k = 0;
   for (const s of picked) {
-    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, o.threshold) : await decodeSample(s, o.threshold);
+    const rule = o.classes ?? o.threshold;
+    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, rule) : await decodeSample(s, rule);
     let pred: Uint8Array | null = null;
     for await (const b of iterateBatches([d], {
-      imageSize: o.imageSize, labelSize: o.labelSize, resize: o.resize, threshold: o.threshold, augment: null, batchSize: 1, shuffle: false,
+      imageSize: o.imageSize, labelSize: o.labelSize, resize: o.resize, threshold: o.threshold, classes: o.classes, augment: null, batchSize: 1, shuffle: false,
     })) {
-      const prob = noGrad(() => tidy(() => {
+      const out = noGrad(() => tidy(() => {
         const x = tensor(b.images, [1, 3, b.imageSize, b.imageSize], { device: o.device });
-        return logitsToOriginal(model.forward(x, o.prompts?.(b) ?? null), o.imageSize, d.height, d.width, o.resize).sigmoid().toFloat32Array();
+        const logits = logitsToOriginal(model.forward(x, o.prompts?.(b) ?? null), o.imageSize, d.height, d.width, o.resize);
+        return o.classes ? logits.argmax(1).toFloat32Array() : logits.sigmoid().toFloat32Array();
       }));
-      pred = Uint8Array.from(prob, (p) => (p > o.probThreshold ? 255 : 0));
+      pred = o.classes ? Uint8Array.from(out) : Uint8Array.from(out, (p) => (p > o.probThreshold ? 255 : 0));
     }
     const name = (what: string) => `${k}_${what}.png`;
     const gray = (m: Uint8Array) => sharp(m, { raw: { width: d.width, height: d.height, channels: 1 } }).png().toBuffer();
     writeFileAtomic(path.join(dir, name('image')), await sharp(d.rgb, { raw: { width: d.width, height: d.height, channels: 3 } }).png().toBuffer());
-    writeFileAtomic(path.join(dir, name('gt')), await gray(Uint8Array.from(d.mask, (v) => (v ? 255 : 0))));
+    writeFileAtomic(path.join(dir, name('gt')), await gray(o.classes ? d.mask : Uint8Array.from(d.mask, (v) => (v ? 255 : 0))));
     writeFileAtomic(path.join(dir, name('pred')), await gray(pred!));
     const r = byId.get(d.id);
     out.push({ id: d.id, roles: chosen.get(d.id)!, dice: r?.dice ?? null, iou: r?.iou ?? null, width: d.width, height: d.height, image: name('image'), gt: name('gt'), pred: name('pred') });
     k++;
   }
-  const file: ExamplesFile = { split: o.split ?? 'test', prob_threshold: o.probThreshold, items: out };
+  const file: ExamplesFile = {
+    split: o.split ?? 'test', prob_threshold: o.probThreshold, items: out,
+    ...(o.classes ? { classes: { names: o.classes.names, colours: classColours(o.classes), ignore_index: o.classes.ignoreIndex } } : {}),
+  };
   writeFileAtomic(path.join(dir, 'examples.json'), JSON.stringify(file, null, 2) + '\n');
   return file;
 }

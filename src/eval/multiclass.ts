@@ -94,3 +94,68 @@ export function argmaxClasses(logits: ArrayLike<number>, k: number, hw: number):
   }
   return out;
 }
+
+// ---------------------------------------------------------------- rows and summaries for reports
+
+import type { ImageMetrics, MetricRow } from './metrics.js';
+
+/** ClassCounts as plain arrays (JSON: per-image rows travel between ranks and into test_per_image.json). */
+export interface CountsJson { inter: number[]; pred: number[]; gt: number[]; correct: number; valid: number }
+
+/**
+ * One image of a multi-class evaluation: `dice` / `iou` are the image's mDice / mIoU (over the
+ * classes in its prediction or ground truth), per-class values null where a class is in neither.
+ */
+export interface ClassRow extends MetricRow {
+  pixelAccuracy: number;
+  classIou: Array<number | null>;
+  classDice: Array<number | null>;
+  counts: CountsJson;
+}
+
+/** The data set's multi-class scores (from the summed counts): per class, and their means. */
+export interface ClassTable {
+  names: string[];
+  iou: Array<number | null>;
+  dice: Array<number | null>;
+  /** Ground-truth pixels per class (valid pixels only). */
+  pixels: number[];
+  present: number[];
+}
+
+/** A multi-class summary: dice = mDice, iou = mIoU over the classes present, plus pixel accuracy and the per-class table. */
+export type ClassSummary = ImageMetrics & { count: number; pixelAccuracy: number; classes: ClassTable };
+
+const nullNaN = (xs: number[]): Array<number | null> => xs.map((x) => (Number.isNaN(x) ? null : x));
+
+function toJson(c: ClassCounts): CountsJson {
+  return { inter: Array.from(c.inter), pred: Array.from(c.pred), gt: Array.from(c.gt), correct: c.correct, valid: c.valid };
+}
+
+function fromJson(j: CountsJson): ClassCounts {
+  return { inter: Float64Array.from(j.inter), pred: Float64Array.from(j.pred), gt: Float64Array.from(j.gt), correct: j.correct, valid: j.valid };
+}
+
+/** One image's row: pred and gt class maps of the same size. */
+export function classRow(name: string, pred: ArrayLike<number>, gt: ArrayLike<number>, k: number, ignoreIndex: number | null): ClassRow {
+  const c = countClasses(pred, gt, k, ignoreIndex);
+  const s = scores(c);
+  return {
+    name, dice: s.mDice, iou: s.mIoU, pixelAccuracy: s.pixelAccuracy, classIou: nullNaN(s.iou), classDice: nullNaN(s.dice), counts: toJson(c),
+  } as ClassRow;
+}
+
+/** The data set's scores from its rows' counts (the benchmarks' definition: sums over the set, then per class). */
+export function classSummary(rows: readonly ClassRow[], names: readonly string[]): ClassSummary {
+  let total = emptyCounts(names.length);
+  for (const r of rows) total = addCounts(total, fromJson(r.counts));
+  const s = scores(total);
+  return {
+    count: rows.length, dice: s.mDice, iou: s.mIoU, pixelAccuracy: s.pixelAccuracy,
+    classes: { names: [...names], iou: nullNaN(s.iou), dice: nullNaN(s.dice), pixels: Array.from(total.gt), present: s.present },
+  } as ClassSummary;
+}
+
+export function isClassSummary(m: unknown): m is ClassSummary {
+  return typeof m === 'object' && m !== null && 'classes' in m && typeof (m as { classes: unknown }).classes === 'object';
+}

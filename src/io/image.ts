@@ -206,3 +206,27 @@ export async function encodeOverlayPng(img: RgbImage, mask: Uint8Array, opts: Ov
 export function writeImageFile(file: string, bytes: Uint8Array): void {
   writeFileAtomic(file, bytes);
 }
+
+/**
+ * A class map over the image: each pixel of class c ≥ 1 tinted with colours[c] (opacity alpha,
+ * default 0.5); class 0 (background) and values without a colour leave the image as it is.
+ */
+export async function encodeClassOverlayPng(img: RgbImage, classes: Uint8Array, colours: ReadonlyArray<readonly [number, number, number]>, alpha = 0.5): Promise<Buffer> {
+  const n = img.width * img.height;
+  if (classes.length !== n) throw new Error(`encodeClassOverlayPng: class map has ${classes.length} values, image is ${img.width}x${img.height}`);
+  const out = new Uint8Array(img.data);
+  for (let i = 0; i < n; i++) {
+    const c = classes[i]!;
+    const col = c > 0 ? colours[c] : undefined;
+    if (!col) continue;
+    for (let ch = 0; ch < 3; ch++) out[3 * i + ch] = Math.round(out[3 * i + ch]! * (1 - alpha) + col[ch]! * alpha);
+  }
+  return sharp(out, { raw: { width: img.width, height: img.height, channels: 3 } }).png().toBuffer();
+}
+
+/** A class-index map as an 8-bit single-channel PNG (values as they are: 0..K−1). */
+export function encodeClassPng(classes: Uint8Array, width: number, height: number): Promise<Buffer> {
+  if (classes.length !== width * height) throw new Error(`encodeClassPng: ${classes.length} values for a ${width}x${height} map`);
+  // b-w keeps one channel (the default interpretation would write an RGB PNG), so readers get the indices.
+  return sharp(classes, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+}

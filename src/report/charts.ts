@@ -56,7 +56,16 @@ export function stepCurve(steps: readonly StepEvent[], stages: readonly StageEve
 
 /** Validation (or periodic-split) metrics over steps, one line per metric. */
 export function evalCurve(evals: readonly EvalEvent[], stages: readonly StageEvent[], split: string): object {
-  const values = evals.flatMap((e) => Object.entries(e.metrics).filter(([k]) => k !== 'count').map(([metric, value]) => ({ step: e.step, metric, value })));
+  // Numbers only; a multi-class evaluation adds one line per class (its IoU) to mDice, mIoU and pixel accuracy.
+  const values = evals.flatMap((e) => {
+    const m = e.metrics as Record<string, unknown>;
+    const classes = m.classes as { names: string[]; iou: Array<number | null> } | undefined;
+    const named = (k: string) => (classes ? ({ dice: 'mDice', iou: 'mIoU', pixelAccuracy: 'pixel accuracy' } as Record<string, string>)[k] ?? k : k);
+    return [
+      ...Object.entries(m).filter(([k, v]) => k !== 'count' && typeof v === 'number').map(([k, value]) => ({ step: e.step, metric: named(k), value })),
+      ...(classes ? classes.names.flatMap((n, i) => (classes.iou[i] === null ? [] : [{ step: e.step, metric: `IoU ${n}`, value: classes.iou[i] }])) : []),
+    ];
+  });
   return {
     $schema: SCHEMA, title: `${split} metrics over steps`, width: 520, height: 200,
     layer: [

@@ -61,15 +61,53 @@ export class ImageBudget {
 
 export interface Panels { image: Buffer; gt: Buffer; pred: Buffer; error: Buffer; width: number; height: number }
 
-/** The four panels of one saved example (files from eval/examples.ts). */
-export async function examplePanels(dir: string, files: { image: string; gt: string; pred: string }): Promise<Panels> {
+/** The classes of a multi-class example set (examples.json `classes`). */
+export interface PanelClasses { names: string[]; colours: Array<[number, number, number]>; ignore_index: number | null }
+
+/** A class-index PNG as written by eval/examples.ts (values kept, not thresholded). */
+export async function readClassMap(file: string): Promise<Mask> {
+  if (!fs.existsSync(file)) throw new Error(`${file}: missing (examples/ is incomplete)`);
+  const { data, info } = await sharp(file).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, info.width * info.height), width: info.width, height: info.height };
+}
+
+/** A class map in the class colours (ignored or unknown values white). */
+export function classPng(m: Mask, colours: ReadonlyArray<readonly number[]>): Promise<Buffer> {
+  const rgb = new Uint8Array(m.width * m.height * 3);
+  for (let i = 0; i < m.data.length; i++) rgb.set(colours[m.data[i]!] ?? [255, 255, 255], i * 3);
+  return rgbPng(rgb, m.width, m.height);
+}
+
+/** Multi-class error map: correct light grey, wrong class orange, ignored pixels black. */
+export function classErrorPng(gt: Mask, pred: Mask, ignoreIndex: number | null): Promise<Buffer> {
+  if (gt.width !== pred.width || gt.height !== pred.height) throw new Error(`prediction ${pred.width}×${pred.height} does not match the ground truth ${gt.width}×${gt.height}`);
+  const rgb = new Uint8Array(gt.width * gt.height * 3);
+  for (let i = 0; i < gt.data.length; i++) rgb.set(gt.data[i] === ignoreIndex ? COLOURS.tn : gt.data[i] === pred.data[i] ? COLOURS.tp : COLOURS.fp, i * 3);
+  return rgbPng(rgb, gt.width, gt.height);
+}
+
+/** The four panels of one saved example (files from eval/examples.ts); `classes` for multi-class examples. */
+export async function examplePanels(dir: string, files: { image: string; gt: string; pred: string }, classes: PanelClasses | null = null): Promise<Panels> {
   const imageFile = path.join(dir, files.image);
   if (!fs.existsSync(imageFile)) throw new Error(`${imageFile}: missing (examples/ is incomplete)`);
   const image = fs.readFileSync(imageFile);
+  if (classes) {
+    const gt = await readClassMap(path.join(dir, files.gt));
+    const pred = await readClassMap(path.join(dir, files.pred));
+    return { image, gt: await classPng(gt, classes.colours), pred: await classPng(pred, classes.colours), error: await classErrorPng(gt, pred, classes.ignore_index), width: gt.width, height: gt.height };
+  }
   const gt = await readMask(path.join(dir, files.gt));
   const pred = await readMask(path.join(dir, files.pred));
   return { image, gt: await maskPng(gt, COLOURS.gt), pred: await maskPng(pred, COLOURS.pred), error: await errorPng(gt, pred), width: gt.width, height: gt.height };
 }
+
+export function classLegendHtml(c: PanelClasses): string {
+  const sw = (col: readonly number[], label: string) => `<span style="background:rgb(${col.join(',')})"></span>${esc(label)}`;
+  return `<p class="legend muted" id="class-legend">classes: ${c.names.map((n, i) => sw(c.colours[i]!, n)).join('')}${c.ignore_index === null ? '' : sw([255, 255, 255], `ignored (${c.ignore_index})`)}</p>`
+    + `<p class="legend muted">error map: ${sw(COLOURS.tp, 'right class')}${sw(COLOURS.fp, 'wrong class')}${c.ignore_index === null ? '' : sw(COLOURS.tn, 'ignored')}</p>`;
+}
+
+const esc = (s: string): string => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
 
 export function legendHtml(): string {
   const sw = (c: readonly number[], label: string) => `<span style="background:rgb(${c.join(',')})"></span>${label}`;

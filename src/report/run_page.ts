@@ -3,7 +3,7 @@
 // scores (summary and per image) and a few test images with their predictions.
 import { alphaChart, evalCurve, heatMap, opLegend, shortLayer, stepCurve, type HeatCell } from './charts.js';
 import { chart, esc, num, page, table, td } from './html.js';
-import { examplePanels, imgTag, legendHtml, type ImageBudget } from './images.js';
+import { classLegendHtml, examplePanels, imgTag, legendHtml, type ImageBudget } from './images.js';
 import type { RunData } from './load.js';
 
 const METRIC_LABELS: Record<string, string> = {
@@ -33,23 +33,46 @@ function summaryTable(r: RunData): string {
   const m = r.metrics;
   if (!m) return '<p class="muted">No scores yet (the run has not finished).</p>';
   const splits = (['test', 'val', 'train'] as const).filter((s) => m[s]);
-  const keys = [...new Set(splits.flatMap((s) => Object.keys(m[s]!).filter((k) => k !== 'count')))];
+  const keys = [...new Set(splits.flatMap((s) => Object.entries(m[s]!).filter(([k, v]) => k !== 'count' && typeof v === 'number').map(([k]) => k)))];
+  const multi = splits.some((s) => 'classes' in m[s]!);
   const res = m.scoring ? (m.scoring.test_resolution === 'label' ? `at label size ${m.scoring.label_size}×${m.scoring.label_size}` : 'at original resolution') : '';
-  return `<p class="muted">Mean over images${res ? `; test ${res}` : ''}.${m.best ? ` Best ${esc(m.best.split)} Dice ${m.best.dice.toFixed(4)} at step ${m.best.step} (checkpoints/best).` : ''}</p>`
+  const what = multi
+    ? 'Multi-class: Dice and IoU are mDice and mIoU, from the per-class sums over the split, averaged over the classes present (in prediction or ground truth)'
+    : 'Mean over images';
+  return `<p class="muted">${what}${res ? `; test ${res}` : ''}.${m.best ? ` Best ${esc(m.best.split)} Dice ${m.best.dice.toFixed(4)} at step ${m.best.step} (checkpoints/best).` : ''}</p>`
     + table({
       id: 'metrics-table', head: ['split', 'images', ...keys.map(label)],
       rows: splits.map((s) => [`<td data-split="${s}">${s}</td>`, num(m[s]!.count), ...keys.map((k) => `${num(m[s]![k]).replace('<td', `<td data-metric="${k}"`)}`)]),
     })
+    + (multi ? classTable(m) : '')
     + `<p class="muted">Parameters trained: ${m.trainable_parameters.toLocaleString('en-US')} (encoder adapter ${m.adapter_parameters.toLocaleString('en-US')}); training time ${m.seconds.toFixed(1)} s.</p>`;
+}
+
+interface ClassTableJson { names: string[]; iou: Array<number | null>; dice: Array<number | null>; pixels: number[] }
+
+/** Per class and split: IoU and Dice (– where the class is in neither map) and its ground-truth pixel share. */
+function classTable(m: NonNullable<RunData['metrics']>): string {
+  const splits = (['test', 'val', 'train'] as const).filter((s) => m[s] && 'classes' in m[s]!);
+  const tables = splits.map((s) => [s, (m[s] as unknown as { classes: ClassTableJson }).classes] as const);
+  const names = tables[0]![1].names;
+  return `<h3>Per class</h3>` + table({
+    id: 'class-table', head: ['class', ...tables.flatMap(([s]) => [`${s} IoU`, `${s} Dice`, `${s} pixels`])],
+    rows: names.map((n, i) => [`<td data-class="${i}">${esc(n)}</td>`, ...tables.flatMap(([, c]) => {
+      const total = c.pixels.reduce((a, b) => a + b, 0);
+      return [num(c.iou[i] ?? null), num(c.dice[i] ?? null), td(total ? `${((100 * c.pixels[i]!) / total).toFixed(1)} %` : '')];
+    })]),
+  });
 }
 
 function perImageTable(r: RunData): string {
   const p = r.perImage;
   if (!p) return '';
-  const keys = Object.keys(p.rows[0] ?? {}).filter((k) => k !== 'id');
+  const first = (p.rows[0] ?? {}) as Record<string, unknown>;
+  const keys = Object.keys(first).filter((k) => k !== 'id' && typeof first[k] === 'number');
   const res = p.resolution === 'label' ? `at label size ${p.label_size}×${p.label_size}` : 'at original resolution';
   return `<h2 id="per-image">Per-image test metrics</h2><p class="muted">${p.rows.length} images, ${res}; click a column to sort.</p>`
-    + table({ id: 'per-image-table', sortable: true, head: ['image', ...keys.map(label)], rows: p.rows.map((row) => [td(row.id), ...keys.map((k) => num(row[k] as number))]) });
+    + table({ id: 'per-image-table', sortable: true, head: ['image', ...keys.map(label)], rows: p.rows.map((row) => [td(row.id), ...keys.map((k) => num(row[k] as number))]) })
+    + (Array.isArray(first.classIou) ? '<p class="muted">Multi-class: an image\'s Dice and IoU are its mDice and mIoU over the classes in its prediction or ground truth.</p>' : '');
 }
 
 async function examplesSection(r: RunData, budget: ImageBudget): Promise<string> {
@@ -60,14 +83,15 @@ async function examplesSection(r: RunData, budget: ImageBudget): Promise<string>
   const out: string[] = [];
   let skipped = 0;
   for (const it of items) {
-    const p = await examplePanels(ex.dir, it);
+    const p = await examplePanels(ex.dir, it, ex.classes ?? null);
     if (!budget.fits([p.image, p.gt, p.pred, p.error])) { skipped++; continue; }
     const fig = (png: Buffer, what: string) => `<figure>${imgTag(png, p.width, p.height, { 'data-panel': what, alt: `${it.id}: ${what}` })}<figcaption>${what}</figcaption></figure>`;
     const score = it.dice === null ? '' : ` — Dice ${it.dice.toFixed(4)}${it.iou === null ? '' : `, IoU ${it.iou.toFixed(4)}`}`;
     out.push(`<div class="example" data-id="${esc(it.id)}" data-width="${p.width}" data-height="${p.height}"><h3>${esc(it.roles.join(', '))}: ${esc(it.id)} <span class="muted">(${p.width}×${p.height})${score}</span></h3>`
       + fig(p.image, 'image') + fig(p.gt, 'ground truth') + fig(p.pred, 'prediction') + fig(p.error, 'error map') + '</div>');
   }
-  return `<h2 id="examples">Test images: best, median and worst by Dice</h2><p class="muted">At each image's original resolution; prediction = probability &gt; ${ex.prob_threshold}.</p>${legendHtml()}`
+  const rule = ex.classes ? 'prediction = the class with the highest logit' : `prediction = probability &gt; ${ex.prob_threshold}`;
+  return `<h2 id="examples">Test images: best, median and worst by Dice</h2><p class="muted">At each image's original resolution; ${rule}.</p>${ex.classes ? classLegendHtml(ex.classes) : legendHtml()}`
     + `<div class="examples">${out.join('\n')}</div>`
     + (skipped ? `<p class="banner info">${skipped} more example(s) left out to keep the report small (image budget).</p>` : '');
 }

@@ -2,7 +2,7 @@
 // (an adapter changes the image encoder's weights, so each needs its own encoder). Requests name
 // them; they never name paths.
 import * as path from 'node:path';
-import { loadAdapter, sha256File, type AdapterFileConfig } from '../adapters/index.js';
+import { loadAdapter, readAdapterConfig, sha256File, type AdapterFileConfig } from '../adapters/index.js';
 import { loadSamFile } from '../model/sam/build.js';
 import type { Sam, SamConfig } from '../model/sam/sam.js';
 
@@ -46,6 +46,9 @@ export function loadModels(spec: ModelSpec, log: (m: string) => void = () => und
     if (out.has(name)) throw new Error(`--adapter ${a}: the name '${name}' is taken (give name=dir)`);
     const m = load();
     try {
+      // The server answers clicks (points, boxes); a multi-class adapter segments whole images without prompts.
+      const cls = readAdapterConfig(dir).classes;
+      if (cls) throw new Error(`a multi-class adapter (${cls.names.length} classes) is prompt-free and has no click-based use here; use naslora predict --adapter ${dir} --image <file>`);
       const { config } = loadAdapter(dir, m, { baseSha256: sha });
       m.eval();
       out.set(name, { name, model: m, adapter: config, adapterDir: dir });

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
+import { numberedClasses, readClassSpec, type ClassSpec } from '../data/classes.js';
 
 export const METHOD_NAMES = ['nas-lora', 'nas-pc-lora', 'lora', 'conv-lora', 'decoder-only'] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
@@ -71,8 +72,22 @@ const DataSchema = z.strictObject({
   /** Label size for the loss; null = image_size. */
   label_size: PosInt.nullable(),
   resize: z.enum(['squash', 'longest-pad']),
-  /** Mask foreground: gray > threshold. */
+  /** Mask foreground: gray > threshold (binary data; multi-class masks hold class indices instead). */
   threshold: z.number().int().min(0).max(254),
+  /**
+   * Multi-class semantic segmentation (prompt-free); null = binary. Masks are class-index PNGs
+   * (0 = background, 1..K−1) with `num_classes` = K, or colour/palette PNGs described by `file`, a
+   * classes.json (names, indices, colours, optional ignore_index). The mask decoder gets one output
+   * token and hypernetwork per class (initialised from SAM's mask token).
+   */
+  classes: z.strictObject({
+    file: z.string().min(1).nullable().default(null),
+    num_classes: z.number().int().min(2).max(255).nullable().default(null),
+    /** Mask value that counts nowhere (loss, metrics), e.g. 255; with `file`, classes.json says it. */
+    ignore_index: z.number().int().min(0).max(255).nullable().default(null),
+    /** Per-class weights of the cross-entropy (K values), or null = equal. */
+    loss_weights: z.array(z.number().nonnegative()).min(2).nullable().default(null),
+  }).nullable(),
   augment: z.strictObject({ hflip: z.boolean(), crop_scale: z.tuple([Frac, Frac]).nullable() }),
   mode: z.enum(['prompt-free', 'prompted']),
   /** Prompted mode: prompts drawn from the ground truth while training. */
@@ -220,7 +235,8 @@ const ObjectSchema = z.strictObject({
   data: DataSchema,
   method: MethodSchema,
   optim: OptimSchema,
-  loss: z.enum(['structure', 'bce-dice', 'balanced-bce']),
+  /** Binary: 'structure' | 'bce-dice' | 'balanced-bce'; multi-class: 'ce' (cross-entropy) | 'ce-dice' (+ 1 − mean soft Dice over classes). */
+  loss: z.enum(['structure', 'bce-dice', 'balanced-bce', 'ce', 'ce-dice']),
   schedule: ScheduleSchema,
   train: TrainSchema,
   eval: EvalSchema,
@@ -287,6 +303,22 @@ function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
   if ((c.train.epochs === null) === (c.train.steps === null)) bad(['train', 'epochs'], 'set exactly one of train.epochs and train.steps (the other null)');
   if (!c.eval.metrics.includes('dice')) bad(['eval', 'metrics'], "must include 'dice' (it picks checkpoints/best and is what compare and demo report first)");
   if (new Set(c.eval.metrics).size !== c.eval.metrics.length) bad(['eval', 'metrics'], 'lists a metric twice');
+  const mc = c.data.classes;
+  const ceLoss = c.loss === 'ce' || c.loss === 'ce-dice';
+  if (mc) {
+    const at = (k: string): string[] => ['data', 'classes', k];
+    if ((mc.file === null) === (mc.num_classes === null)) bad(at('file'), 'set exactly one of data.classes.file (a classes.json) and data.classes.num_classes (class-index masks)');
+    if (mc.file !== null && mc.ignore_index !== null) bad(at('ignore_index'), 'with data.classes.file the ignore index is classes.json\'s ignore_index; leave this null');
+    if (mc.num_classes !== null && mc.ignore_index !== null && mc.ignore_index < mc.num_classes) bad(at('ignore_index'), `${mc.ignore_index} is also a class index (0..${mc.num_classes - 1})`);
+    if (mc.num_classes !== null && mc.loss_weights && mc.loss_weights.length !== mc.num_classes) bad(at('loss_weights'), `${mc.loss_weights.length} weights for ${mc.num_classes} classes`);
+    if (!ceLoss) bad(['loss'], `'${c.loss}' is a binary loss; multi-class data (data.classes) trains with 'ce' or 'ce-dice'`);
+    if (c.data.mode !== 'prompt-free') bad(['data', 'mode'], "multi-class segmentation is prompt-free (one map per class for the whole image): set data.mode=prompt-free");
+    if (c.data.synthetic) bad(['data', 'synthetic'], 'the synthetic demo domain is binary; multi-class needs data.dir');
+    if (!c.schedule.stages.some((s) => (s.train as string[]).includes('decoder')))
+      bad(['schedule', 'stages'], "multi-class: no stage trains 'decoder', where the class heads are (they start as copies of one token and must learn apart)");
+    const extra = c.eval.metrics.filter((m) => m !== 'dice' && m !== 'iou');
+    if (extra.length) bad(['eval', 'metrics'], `multi-class runs score per-class Dice and IoU (and pixel accuracy); ${extra.join(', ')} ${extra.length === 1 ? 'is' : 'are'} binary: set eval.metrics=[dice, iou]`);
+  } else if (ceLoss) bad(['loss'], `'${c.loss}' is the multi-class loss; set data.classes, or use a binary loss (structure, bce-dice, balanced-bce)`);
   if (c.eval.resolution === 'original' && c.data.mode === 'prompted')
     bad(['eval', 'resolution'], "'original' scores prompt-free models; prompted mode draws its prompts at label size: use 'label'");
 }
@@ -328,7 +360,7 @@ function base(name: MethodName): RunConfigInput {
     data: {
       dir: null, mask_suffix: '', synthetic: null,
       splits: { seed: 0, fractions: [0.7, 0.1, 0.2], arch_frac: 0.15 },
-      image_size: 1024, label_size: null, resize: 'squash', threshold: 127,
+      image_size: 1024, label_size: null, resize: 'squash', threshold: 127, classes: null,
       augment: { hflip: true, crop_scale: null },
       mode: 'prompt-free', prompts: { box: true, box_jitter: 0.1, n_pos: 1, n_neg: 0 },
       batch_size: 4, num_workers: 4, prefetch: 2, cache: false,
@@ -366,6 +398,24 @@ export const PRESETS: Readonly<Record<PresetName, () => RunConfigInput>> = {
 
 export function isPresetName(s: string): s is PresetName {
   return (PRESET_NAMES as readonly string[]).includes(s);
+}
+
+const specs = new WeakMap<RunConfig, ClassSpec | null>();
+/**
+ * The run's classes: null for binary data; else classes.json (data.classes.file) or K numbered
+ * classes (data.classes.num_classes). Read once per config object.
+ */
+export function classSpecOf(c: RunConfig): ClassSpec | null {
+  if (specs.has(c)) return specs.get(c)!;
+  const mc = c.data.classes;
+  let spec: ClassSpec | null = null;
+  if (mc) {
+    spec = mc.file !== null ? readClassSpec(mc.file) : numberedClasses(mc.num_classes!, mc.ignore_index);
+    if (mc.loss_weights && mc.loss_weights.length !== spec.names.length)
+      throw new ConfigError([`data.classes.loss_weights: ${mc.loss_weights.length} weights for the ${spec.names.length} classes of ${mc.file}`]);
+  }
+  specs.set(c, spec);
+  return spec;
 }
 
 /** Share of train to carve as the arch split: arch_frac when some stage trains α on 'arch', else 0,

@@ -1,7 +1,7 @@
 // Task losses for binary segmentation (method.md, "Task set-up"). Every loss takes logits and binary
 // targets, both float32 (B, 1, H, W), and returns a differentiable scalar. Intermediates are freed by
 // tidy(); only the scalar survives (in the caller's scope).
-import { F, tensor, tidy, type Tensor } from '../engine/index.js';
+import { F, tensor, tidy, type Device, type Tensor } from '../engine/index.js';
 
 export type LossName = 'structure' | 'bce-dice' | 'balanced-bce';
 export const LOSS_NAMES: readonly LossName[] = ['structure', 'bce-dice', 'balanced-bce'];
@@ -112,7 +112,7 @@ export function multiclassLoss(logits: Tensor, target: Tensor, o: MulticlassLoss
     const safe = valid ? target.mul(valid.to('int64')) : target;  // ignored pixels point at class 0, then weigh 0
     const logp = logits.logSoftmax(1);
     const nll = logp.gather(1, safe.unsqueeze(1)).squeeze(1).neg();  // (B, H, W)
-    let w = o.weight ? tensor(Float32Array.from(o.weight), [K]).indexSelect(0, safe.flatten()).view(B, H, W) : null;
+    let w = o.weight ? tensor(Float32Array.from(o.weight), [K], { device: logits.device as Device }).indexSelect(0, safe.flatten()).view(B, H, W) : null;
     if (valid) w = w ? w.mul(valid.float()) : valid.float();
     const ce = w ? nll.mul(w).sum().div(w.sum()) : nll.mean();
     if (!o.diceWeight) return ce;

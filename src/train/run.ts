@@ -6,13 +6,13 @@ import { autocast, manualSeed, resolveDevice, type Device, type Module, type Pre
 import { countByPart, formatCounts, injectAdapters, setTrainable, sha256File, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
 import { Sam, SAM_PRESETS, type SamConfig, type SamPresetName } from '../model/sam/sam.js';
 import { loadSamFile } from '../model/sam/build.js';
-import { segmentLogits } from '../model/sam/segment.js';
+import { segmentClassLogits, segmentLogits } from '../model/sam/segment.js';
 import { attentionImpl } from '../model/sam/image_encoder.js';
-import { effectiveArchFrac, type RunConfig } from './config.js';
+import { classSpecOf, effectiveArchFrac, type RunConfig } from './config.js';
 import { hashSeed, loadDataset, makeSplits } from '../data/dataset.js';
 import type { SampleSource } from '../data/loader.js';
 import { makeSyntheticDomain } from '../data/synthetic.js';
-import { evaluateShards, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
+import { evaluateShards, formatScores, saveTestExamples, train, type SegModel, type TrainResult } from './trainer.js';
 import { distEnvFromProcess, processDist } from './dist.js';
 import { makeProgress, silentProgress, type Progress } from './progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -97,9 +97,14 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void, rt: Runtime
   // whatever the process drew before (an earlier run of a compare, a loaded checkpoint).
   manualSeed(hashSeed(cfg.train.seed, 'adapters'));
   const layers = injectAdapters(sam, cfg.method as AdapterConfig);
+  // Multi-class: one output token and hypernetwork per class, copies of SAM's mask token (SAMed).
+  const spec = classSpecOf(cfg);
+  if (spec) sam.mask_decoder.addClassHeads(spec.names.length);
   // Everything the model holds (SAM, adapters, NAS α, Conv-LoRA experts) moves once, here.
   sam.to(rt.device);
-  const seg: SegModel = { module: sam, forward: (images, prompts) => autocast(rt, () => segmentLogits(sam, images, prompts)) };
+  const seg: SegModel = spec
+    ? { module: sam, forward: (images) => autocast(rt, () => segmentClassLogits(sam, images)) }
+    : { module: sam, forward: (images, prompts) => autocast(rt, () => segmentLogits(sam, images, prompts)) };
   return { sam, seg, layers, baseSha256, config, runtime: rt };
 }
 
@@ -164,7 +169,7 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
     let trainScore: (ImageMetrics & { count: number }) | null = null;
     if (o.scoreTrainWhenNothingHeldOut && !splits.val.length && !splits.test.length) {
       trainScore = (await evaluateShards(built.seg, splits.train, cfg, dist)).summary;
-      progress.log(`nothing held out: scored on the training data (not a held-out estimate): ${Object.entries(trainScore).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
+      progress.log(`nothing held out: scored on the training data (not a held-out estimate): ${formatScores(trainScore)}`);
     }
     if (main) o.afterTrain?.(built);
     const trainable = adapterParamCount(built.sam, cfg);

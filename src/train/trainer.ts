@@ -7,15 +7,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Adam, AdamW, F, clipGradNorm, manualSeed, memory, tensor, tidy, type Device, type Module, type Tensor } from '../engine/index.js';
-import { ConvLoraLayer, auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import { ConvLoraLayer, auxLoss, crossReplica, countByPart, loadAdapterState, nasCells, partOf, saveAdapter, setTrainable, type AdapterClasses, type AdapterConfig, type InjectedLayer, type Part } from '../adapters/index.js';
+import type { ClassSpec } from '../data/classes.js';
 import { meanOfRows, type ImageMetrics, type MetricRow } from '../eval/metrics.js';
+import { classSummary, isClassSummary, type ClassRow } from '../eval/multiclass.js';
 import { evaluateAtLabelSize, evaluateOriginal, type EvalReport, type Resolution } from '../eval/evaluate.js';
 import { pickExamples, saveExamples, type ExamplesFile } from '../eval/examples.js';
-import { METRIC_FIELDS, type RunConfig, type StageConfig } from './config.js';
+import { METRIC_FIELDS, classSpecOf, type RunConfig, type StageConfig } from './config.js';
 import { SampleCache, batchCount, batchPrompts, iterateBatches, shardRange, type Batch, type BatchPrompts, type SampleSource } from '../data/loader.js';
 import type { DataParallel } from './dist.js';
 import { hashSeed } from '../data/dataset.js';
-import { lossByName } from './losses.js';
+import { lossByName, multiclassLoss, type LossFn, type LossName } from './losses.js';
 import { learningRate } from './lr.js';
 import { RunDir } from './run_dir.js';
 import { loadOptimizers, saveOptimizers, type SavedOptimizers } from './state.js';
@@ -27,8 +29,21 @@ export { planStages, type StagePlan };
 /** A segmentation model as the trainer sees it. */
 export interface SegModel {
   module: Module;
-  /** Normalized images (B, 3, S, S), optional prompts → low-res mask logits (B, 1, h, w). */
+  /** Normalized images (B, 3, S, S), optional prompts → low-res mask logits (B, 1, h, w); multi-class: (B, K, h, w). */
   forward(images: Tensor, prompts: BatchPrompts | null): Tensor;
+}
+
+/** What an adapter file records of the run's classes (null: binary). */
+export function adapterClasses(spec: ClassSpec | null): AdapterClasses | null {
+  return spec ? { names: [...spec.names], colours: spec.colours, ignore_index: spec.ignoreIndex } : null;
+}
+
+/** The run's task loss on (logits, targets as toTensors makes them). */
+export function taskLoss(cfg: RunConfig): LossFn {
+  const spec = classSpecOf(cfg);
+  if (!spec) return lossByName(cfg.loss as LossName);
+  const o = { weight: cfg.data.classes!.loss_weights, ignoreIndex: spec.ignoreIndex, diceWeight: cfg.loss === 'ce-dice' ? 1 : 0 };
+  return (logits, target) => multiclassLoss(logits, target, o);
 }
 
 export interface TrainInputs {
@@ -82,7 +97,7 @@ async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number
   for (;;) {
     yield* iterateBatches(items, {
       imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize,
-      threshold: cfg.data.threshold, augment: { hflip: cfg.data.augment.hflip, cropScale: cfg.data.augment.crop_scale },
+      threshold: cfg.data.threshold, classes: classSpecOf(cfg), augment: { hflip: cfg.data.augment.hflip, cropScale: cfg.data.augment.crop_scale },
       batchSize: cfg.data.batch_size, seed: hashSeed(cfg.train.seed, seedTag), epoch, shuffle: true,
       prefetch: cfg.data.prefetch, workers: cfg.data.num_workers, startBatch: start, cache: cacheFor(cfg),
       shard: dist ? { rank: dist.rank, world: dist.worldSize } : null,
@@ -92,11 +107,13 @@ async function* microBatches(items: SampleSource[], cfg: RunConfig, from: number
   }
 }
 
-/** A batch as tensors on the model's device (one host-to-device copy each). */
-function toTensors(b: Batch, device: Device): { images: Tensor; masks: Tensor } {
+/** A batch as tensors on the model's device (one host-to-device copy each): masks (B, 1, L, L) float, or class indices (B, L, L) int64. */
+function toTensors(b: Batch, device: Device, multiClass: boolean): { images: Tensor; masks: Tensor } {
   return {
     images: tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device }),
-    masks: tensor(b.masks, [b.batchSize, 1, b.labelSize, b.labelSize], { device }),
+    masks: multiClass
+      ? tensor(b.masks, [b.batchSize, b.labelSize, b.labelSize], { device, dtype: 'int64' })
+      : tensor(b.masks, [b.batchSize, 1, b.labelSize, b.labelSize], { device }),
   };
 }
 
@@ -121,7 +138,8 @@ export async function evaluateShards(model: SegModel, items: SampleSource[], cfg
   const [a, b] = shardRange(items.length, dist.rank, dist.worldSize);
   const mine = a < b ? (await evaluateReport(model, items.slice(a, b), cfg, o)).rows : [];
   const rows = dist.gather('eval-rows', mine).flat();
-  return { rows, summary: meanOfRows(rows, cfg.eval.metrics.map((m) => METRIC_FIELDS[m])) };
+  const spec = classSpecOf(cfg);
+  return { rows, summary: spec ? classSummary(rows as ClassRow[], spec.names) : meanOfRows(rows, cfg.eval.metrics.map((m) => METRIC_FIELDS[m])) };
 }
 
 /**
@@ -131,7 +149,7 @@ export async function evaluateShards(model: SegModel, items: SampleSource[], cfg
 export async function evaluateReport(model: SegModel, items: SampleSource[], cfg: RunConfig, o: { threshold?: number; resolution?: Resolution } = {}): Promise<EvalReport> {
   const common = {
     imageSize: cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold, probThreshold: o.threshold ?? cfg.eval.threshold,
-    metrics: cfg.eval.metrics.map((m) => METRIC_FIELDS[m]), cache: cacheFor(cfg), device: model.module.device as Device,
+    metrics: cfg.eval.metrics.map((m) => METRIC_FIELDS[m]), cache: cacheFor(cfg), device: model.module.device as Device, classes: classSpecOf(cfg),
   };
   model.module.eval();
   try {
@@ -151,7 +169,7 @@ export async function saveTestExamples(model: SegModel, items: SampleSource[], r
   try {
     return await saveExamples(dir, model, items, pickExamples(rows, items.map((s) => s.id), o.fixed ?? 3), rows, {
       imageSize: cfg.data.image_size, labelSize: cfg.data.label_size ?? cfg.data.image_size, resize: cfg.data.resize, threshold: cfg.data.threshold,
-      probThreshold: cfg.eval.threshold, cache: cacheFor(cfg), split: o.split, device: model.module.device as Device,
+      probThreshold: cfg.eval.threshold, cache: cacheFor(cfg), split: o.split, device: model.module.device as Device, classes: classSpecOf(cfg),
       prompts: cfg.data.mode === 'prompted' ? (b) => batchPrompts(b, { box: cfg.data.prompts.box, jitterFrac: 0, nPos: cfg.data.prompts.n_pos, nNeg: cfg.data.prompts.n_neg, seed: 0 }) : undefined,
     });
   } finally {
@@ -168,7 +186,8 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
   const run = new RunDir(inp.runDir, { write: !dist || dist.isMain });
   const { total } = totalSteps(cfg, inp.train.length);
   const plan = planStages(cfg.schedule.stages, total);
-  const loss = lossByName(cfg.loss);
+  const loss = taskLoss(cfg);
+  const multiClass = classSpecOf(cfg) !== null;
   const accum = cfg.optim.grad_accum;
   const cells = nasCells(layers);
   const alternate = cfg.schedule.alpha_optim.mode === 'alternate';
@@ -284,7 +303,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       setTrainable(model.module, ['alpha']);
       alphaOpt!.zeroGrad();
       if (b.batchSize > 0) tidy(() => {
-        const { images, masks } = toTensors(b, device);
+        const { images, masks } = toTensors(b, device, multiClass);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step)), b.labelSize);
         const l = lossOf(b, out, masks).total;
         const r = search.regularizer();
@@ -302,7 +321,7 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       const b = (await trainIt.next()).value as Batch;
       if (b.batchSize === 0) continue;  // data-parallel: no sample of a short last batch for this rank
       stepLoss += tidy(() => {
-        const { images, masks } = toTensors(b, device);
+        const { images, masks } = toTensors(b, device, multiClass);
         const out = upsampleLogits(model.forward(images, promptsFor(b, cfg, state.step * accum + k)), b.labelSize);
         const { total, reported } = lossOf(b, out, masks);
         const l = total.div(accum);
@@ -336,13 +355,13 @@ export async function train(inp: TrainInputs): Promise<TrainResult> {
       const m = await evaluate(model, inp.val, cfg, cfg.eval.threshold, dist);
       lastEval = m;
       run.append('events.jsonl', { type: 'eval', step: done, split: cfg.eval.split, metrics: m });
-      inp.progress.log(`step ${done}: ${cfg.eval.split} ${Object.entries(m).filter(([k]) => k !== 'count').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ')}`);
+      inp.progress.log(`step ${done}: ${cfg.eval.split} ${formatScores(m)}`);
       if (!state.best || m.dice > state.best.dice) { state.best = { step: done, dice: m.dice }; improved = true; }
     }
     state.seconds = (Date.now() - t0) / 1000;
     if (evalNow || done === total || done % checkpointInterval(cfg, inp.train.length) === 0) {
       const write = (dir: string) => {
-        saveAdapter(dir, model.module, cfg.method as AdapterConfig, { parts: [...stageParts, ...(cells.length ? ['alpha' as const] : [])], baseSha256: inp.baseSha256 });
+        saveAdapter(dir, model.module, cfg.method as AdapterConfig, { parts: [...stageParts, ...(cells.length ? ['alpha' as const] : [])], baseSha256: inp.baseSha256, classes: adapterClasses(classSpecOf(cfg)), input: { image_size: cfg.data.image_size, resize: cfg.data.resize } });
         const optimizers = saveOptimizers(dir, { main: opt as never, alpha: alphaOpt as never });
         // RNG state: libtorch is re-seeded from (seed, step) before each step and the data order is a
         // function of (seed, epoch, position), so the step number is the whole random state.
@@ -381,6 +400,15 @@ function evalInterval(cfg: RunConfig, nTrain: number): number {
 
 function checkpointInterval(cfg: RunConfig, nTrain: number): number {
   return Math.max(1, Math.min(evalInterval(cfg, nTrain), cfg.train.log_every));
+}
+
+/** 'dice 0.8123 iou 0.7012 …' (multi-class: mDice, mIoU, pixel accuracy, then IoU per class). */
+export function formatScores(m: ImageMetrics & { count?: number }): string {
+  if (isClassSummary(m)) {
+    const c = m.classes;
+    return `mDice ${m.dice.toFixed(4)} mIoU ${m.iou.toFixed(4)} pixel-acc ${m.pixelAccuracy.toFixed(4)} | IoU ${c.names.map((n, i) => `${n} ${c.iou[i] === null ? '–' : c.iou[i]!.toFixed(3)}`).join(', ')}`;
+  }
+  return Object.entries(m).filter(([k, v]) => k !== 'count' && typeof v === 'number').map(([k, v]) => `${k} ${(v as number).toFixed(4)}`).join(' ');
 }
 
 export function summarizeOps(ops: string[]): string {

@@ -23,7 +23,12 @@ export function registerExport(program: Command): void {
       if (!['merged', 'adapter', 'peft'].includes(o.format)) throw new Error(`--format must be merged, adapter or peft, not '${o.format}'`);
       const m = loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter });
       const method = m.adapter!.method;
+      const classes = m.adapter!.classes;
       try {
+        // A multi-class model's K class heads (tokens + hypernetworks) have no place in an official
+        // SAM checkpoint or in PEFT's layout: refuse rather than write a file that loses them or fails to load.
+        if (classes && o.format !== 'adapter')
+          throw new Error(`${o.adapter} is a multi-class adapter (${classes.names.length} classes: ${classes.names.join(', ')}); its class heads (mask_decoder.class_tokens, class_hypernetworks_mlps) cannot go into ${o.format === 'merged' ? 'a plain segment-anything checkpoint, which has one mask token per output and no class heads' : "PEFT's LoRA layout"}: use --format adapter, which keeps them`);
         if (o.format === 'merged') {
           mergeAll(m.layers);  // refuses, naming the layers, where a spatial branch remains
           const tensors: Array<[string, RawTensor]> = [...m.loaded.model.stateDict()]
@@ -37,11 +42,12 @@ export function registerExport(program: Command): void {
         } else if (o.format === 'adapter') {
           const cells = nasCells(m.layers);
           for (const { cell } of cells) cell.reparameterize();
-          saveAdapter(o.out, m.loaded.model, method, { parts: m.adapter!.parts, baseSha256: m.adapter!.base.sha256 });
+          saveAdapter(o.out, m.loaded.model, method, { parts: m.adapter!.parts, baseSha256: m.adapter!.base.sha256, classes: classes ?? null, input: m.adapter!.input ?? null });
           const kept = cells.filter(({ cell }) => !cell.isPerToken()).map(({ path: p }) => p);
           console.log(cells.length
             ? `re-parameterized ${cells.length} cell(s) (conv-type ops collapsed into one kernel each); ${kept.length} keep a spatial branch: ${kept.join(', ') || 'none'}; wrote ${o.out}`
             : `wrote the adapter to ${o.out}`);
+          if (classes) console.log(`multi-class: the ${classes.names.length} class heads (mask_decoder.class_tokens, class_hypernetworks_mlps) are kept in the adapter; load it with naslora (eval, predict), not as a plain SAM`);
         } else {
           exportPeft(o.out, m.loaded.model, method);
           console.log(`wrote ${path.join(o.out, 'adapter_model.safetensors')} and adapter_config.json (PEFT LoRA layout)`);

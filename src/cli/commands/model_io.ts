@@ -1,7 +1,8 @@
 // Shared by the commands that load a SAM checkpoint (and optionally an adapter) from the CLI.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ADAPTER_FILE, findAdapters, loadAdapter, sha256File, type AdapterFileConfig, type InjectedLayer } from '../../adapters/index.js';
+import { ADAPTER_FILE, findAdapters, loadAdapter, readAdapterConfig, sha256File, type AdapterFileConfig, type InjectedLayer } from '../../adapters/index.js';
+import type { ClassSpec } from '../../data/classes.js';
 import { loadSamFile, type LoadedSam } from '../../model/sam/build.js';
 import type { SamConfig } from '../../model/sam/sam.js';
 
@@ -29,12 +30,25 @@ export function resolveAdapterDir(dir: string, note: (msg: string) => void = (m)
   return last;
 }
 
+/** A multi-class adapter's classes as a ClassSpec (null: a binary adapter, or none). */
+export function adapterClassSpec(a: AdapterFileConfig | null): ClassSpec | null {
+  const c = a?.classes;
+  return c ? { names: [...c.names], colours: c.colours, ignoreIndex: c.ignore_index } : null;
+}
+
+/**
+ * SAM from --checkpoint, with the adapter when given. The input size: --image-size, else the size
+ * the adapter was trained at (adapter_config.json `input`, said on stderr when it differs from the
+ * checkpoint's), else the checkpoint's.
+ */
 export function loadCliModel(o: { checkpoint: string; modelConfig?: string; adapter?: string; imageSize?: number }): CliModel {
   if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
-  const loaded = loadSamFile(o.checkpoint, { config: readModelConfig(o.modelConfig), imgSize: o.imageSize });
-  if (!o.adapter) return { loaded, adapter: null, layers: [], adapterDir: null };
+  const adapterDir = o.adapter ? resolveAdapterDir(o.adapter) : null;
+  const trainedAt = adapterDir && o.imageSize === undefined ? readAdapterConfig(adapterDir).input?.image_size : undefined;
+  const loaded = loadSamFile(o.checkpoint, { config: readModelConfig(o.modelConfig), imgSize: o.imageSize ?? trainedAt });
+  if (trainedAt !== undefined && loaded.resized.length) console.error(`note: input size ${trainedAt}, as the adapter was trained (adapter_config.json input.image_size; --image-size sets another)`);
+  if (!adapterDir) return { loaded, adapter: null, layers: [], adapterDir: null };
   try {
-    const adapterDir = resolveAdapterDir(o.adapter);
     const { config, layers } = loadAdapter(adapterDir, loaded.model, { baseSha256: sha256File(o.checkpoint) });
     return { loaded, adapter: config, layers, adapterDir };
   } catch (e) {

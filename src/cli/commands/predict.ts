@@ -5,12 +5,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { decodeImage, encodeMaskPng, encodeOverlayPng, type RgbImage } from '../../io/image.js';
+import { decodeImage, encodeClassOverlayPng, encodeClassPng, encodeMaskPng, encodeOverlayPng, type RgbImage } from '../../io/image.js';
 import type { RawTensor } from '../../io/raw.js';
 import { readSafetensors, writeSafetensors } from '../../io/safetensors.js';
 import { SamPredictor } from '../../model/sam/predictor.js';
-import { loadCliModel } from './model_io.js';
-import { autocast } from '../../engine/index.js';
+import { adapterClassSpec, loadCliModel, type CliModel } from './model_io.js';
+import { autocast, noGrad, tensor, tidy } from '../../engine/index.js';
+import { segmentClassLogits } from '../../model/sam/segment.js';
+import { logitsToOriginal } from '../../eval/evaluate.js';
+import { prepareSample } from '../../data/loader.js';
+import { classColours, type ClassSpec } from '../../data/classes.js';
+import type { Runtime } from '../../train/run.js';
 import { addRuntimeOptions, commandRuntime, type RuntimeFlags } from '../runtime_options.js';
 
 export const PREDICTION_FILE = 'prediction.safetensors';
@@ -67,7 +72,7 @@ function bestLowRes(file: string, want: readonly [number, number]): Float32Array
   return f32(low.data.subarray(best * h * w * 4, (best + 1) * h * w * 4));
 }
 
-const OUR_FILES = /^(mask_\d+\.png|overlay\.png|prediction\.safetensors)$/;
+const OUR_FILES = /^(mask_\d+\.png|overlay\.png|prediction\.safetensors|classes\.png|classes\.json)$/;
 
 /** Moves the finished temp folder to `out`; an existing `out` is replaced only if it holds nothing but an earlier prediction. */
 function publish(tmp: string, out: string): void {
@@ -89,17 +94,88 @@ interface PredictArgs extends RuntimeFlags {
   point: string[]; box: string[]; maskInput?: string; multimask?: boolean; out: string;
 }
 
+/** Writes the finished files into a temp sibling folder, then renames it to out (nothing partial is ever left). */
+function writeOut(outArg: string, files: Array<[string, Buffer | Uint8Array | string]>, extra?: (tmp: string) => void): void {
+  const out = path.resolve(outArg);
+  const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  try {
+    fs.mkdirSync(tmp, { recursive: true });
+    for (const [name, data] of files) writeFileAtomic(path.join(tmp, name), data);
+    extra?.(tmp);
+    publish(tmp, out);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Prompt-free multi-class prediction: the image prepared as in training (the adapter's input size
+ * and resize), K class maps mapped back to the original size, argmax → classes.png (class indices),
+ * overlay.png (the classes in their colours over the image) and classes.json (names, colours, pixel shares).
+ */
+async function predictClasses(m: CliModel, spec: ClassSpec, img: RgbImage, imageFile: string, rt: Runtime, out: string): Promise<void> {
+  const model = m.loaded.model;
+  const S = m.loaded.config.img_size;
+  const resize = m.adapter?.input?.resize ?? 'squash';
+  if (!m.adapter?.input) console.error("note: this adapter does not record how training resized its images (an older file): using 'squash'");
+  const { image } = await prepareSample({ id: 'image', width: img.width, height: img.height, rgb: img.data, mask: new Uint8Array(img.width * img.height) }, { imageSize: S, resize, classes: spec }, null);
+  const pred = noGrad(() => tidy(() => {
+    const x = tensor(image, [1, 3, S, S], { device: rt.device });
+    const logits = autocast(rt, () => segmentClassLogits(model, x));
+    return Uint8Array.from(logitsToOriginal(logits, S, img.height, img.width, resize).argmax(1).toFloat32Array());
+  }));
+  const colours = classColours(spec);
+  const k = spec.names.length;
+  const pixels = new Array<number>(k).fill(0);
+  for (const c of pred) pixels[c]!++;
+  const n = img.width * img.height;
+  const summary = { image: imageFile, width: img.width, height: img.height, resize, input_size: S, classes: spec.names.map((name, i) => ({ index: i, name, colour: colours[i], pixels: pixels[i], share: pixels[i]! / n })) };
+  writeOut(out, [
+    ['classes.png', await encodeClassPng(pred, img.width, img.height)],
+    ['overlay.png', await encodeClassOverlayPng(img, pred, colours)],
+    ['classes.json', JSON.stringify(summary, null, 2) + '\n'],
+  ]);
+  spec.names.forEach((name, i) => console.log(`class ${i} ${name}: ${(100 * pixels[i]! / n).toFixed(2)}% of the image`));
+  console.log(`wrote classes.png (class index per pixel), overlay.png and classes.json to ${out}`);
+}
+
 async function predict(o: PredictArgs): Promise<void> {
   // 1. Arguments, image and model: every check before any output.
   const rt = commandRuntime(o);
   const points = o.point.map(parsePoint);
   const boxes = o.box.map(parseBox);
-  if (!points.length && !boxes.length && !o.maskInput) throw new Error('give at least one prompt: --point, --box or --mask-input');
   if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
-  const img = await decodeImage(o.image);
-  points.forEach((p) => checkInside(`--point ${p.x},${p.y},${p.label}`, [p.x], [p.y], img));
-  boxes.forEach((b) => checkInside(`--box ${b.join(',')}`, [b[0], b[2]], [b[1], b[3]], img));
-  const m = loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter });
+  const m0 = o.adapter ? loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter }) : null;
+  const spec = adapterClassSpec(m0?.adapter ?? null);
+  if (spec) {
+    // Multi-class adapters are prompt-free: one map per class for the whole image.
+    try {
+      if (points.length || boxes.length || o.maskInput || o.multimask)
+        throw new Error(`${o.adapter} is a multi-class adapter (${spec.names.length} classes), which segments the whole image without prompts: drop --point, --box, --mask-input and --multimask`);
+      const img = await decodeImage(o.image);
+      m0!.loaded.model.eval();
+      m0!.loaded.model.to(rt.device);
+      await predictClasses(m0!, spec, img, o.image, rt, o.out);
+    } finally {
+      m0!.loaded.model.dispose();
+    }
+    return;
+  }
+  if (!points.length && !boxes.length && !o.maskInput) {
+    m0?.loaded.model.dispose();
+    throw new Error('give at least one prompt: --point, --box or --mask-input');
+  }
+  let img: RgbImage;
+  try {
+    img = await decodeImage(o.image);
+    points.forEach((p) => checkInside(`--point ${p.x},${p.y},${p.label}`, [p.x], [p.y], img));
+    boxes.forEach((b) => checkInside(`--box ${b.join(',')}`, [b[0], b[2]], [b[1], b[3]], img));
+  } catch (e) {
+    m0?.loaded.model.dispose();
+    throw e;
+  }
+  const m = m0 ?? loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter });
   const model = m.loaded.model;
   const predictor = new SamPredictor(model);
   try {
@@ -131,20 +207,10 @@ async function predict(o: PredictArgs): Promise<void> {
     const overlayPng = await encodeOverlayPng(img, overlay);
 
     // 3. Write into a temp sibling folder, then rename it to --out.
-    const out = path.resolve(o.out);
-    const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}`);
-    fs.rmSync(tmp, { recursive: true, force: true });
-    try {
-      fs.mkdirSync(tmp, { recursive: true });
-      pngs.forEach((png, k) => writeFileAtomic(path.join(tmp, `mask_${k}.png`), png));
-      writeFileAtomic(path.join(tmp, 'overlay.png'), overlayPng);
+    writeOut(o.out, [...pngs.map((png, k): [string, Buffer] => [`mask_${k}.png`, png]), ['overlay.png', overlayPng]], (tmp) =>
       writeSafetensors(path.join(tmp, PREDICTION_FILE), tensors, {
         format: 'pt', prompts: String(B), masks_per_prompt: String(r.perPrompt), image_size: `${H}x${W}`,
-      });
-      publish(tmp, out);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+      }));
     for (let k = 0; k < N; k++) {
       let area = 0;
       for (let i = k * n; i < (k + 1) * n; i++) area += r.masks[i];
@@ -160,7 +226,7 @@ async function predict(o: PredictArgs): Promise<void> {
 export function registerPredict(program: Command): void {
   addRuntimeOptions(program
     .command('predict')
-    .description('SAM masks for point/box prompts on one image: mask PNGs, an overlay and prediction.safetensors')
+    .description('SAM masks for point/box prompts on one image: mask PNGs, an overlay and prediction.safetensors; with a multi-class adapter, prompt-free: classes.png (class indices), a colour overlay and classes.json')
     .requiredOption('--checkpoint <file>', 'SAM checkpoint (.pth or .safetensors, segment-anything or Hugging Face names)')
     .option('--model-config <json>', 'SAM config (or a fixture case file with a config field), for values the checkpoint shapes cannot tell')
     .option('--adapter <dir>', 'adapter folder (adapter_config.json + adapter.safetensors)')

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../train/config.js';
 import { runTraining, runtimeOf } from '../../train/run.js';
+import { formatScores } from '../../train/trainer.js';
 import { pretrain, pretrainConfig } from '../../train/pretrain.js';
 import { runDemo } from '../../train/demo.js';
 import { checkRun, formatRunCheck } from '../../train/check.js';
@@ -31,9 +32,10 @@ export function registerTrain(program: Command): void {
       const r = await runTraining(cfg, { resume: o.resume });
       if (isSecondaryRank()) return;
       console.error(`done: ${r.steps} steps in ${r.seconds.toFixed(1)} s; run folder ${r.runDir}`);
-      if (r.best) console.error(`best ${cfg.eval.split} Dice ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
+      const multi = cfg.data.classes !== null;
+      if (r.best) console.error(`best ${cfg.eval.split} ${multi ? 'mDice' : 'Dice'} ${r.best.dice.toFixed(4)} at step ${r.best.step} (checkpoints/best)`);
       else console.error(`no ${cfg.eval.split} split, so no checkpoints/best: use checkpoints/last`);
-      if (r.test) console.error(`test (${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}): Dice ${r.test.dice.toFixed(4)}${r.test.iou === undefined ? '' : `, IoU ${r.test.iou.toFixed(4)}`} on ${r.test.count} images (metrics.json)`);
+      if (r.test) console.error(`test (${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}): ${multi ? formatScores(r.test) : `Dice ${r.test.dice.toFixed(4)}${r.test.iou === undefined ? '' : `, IoU ${r.test.iou.toFixed(4)}`}`} on ${r.test.count} images (metrics.json)`);
       await reportAfter(r.runDir);
     });
 

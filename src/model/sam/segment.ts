@@ -47,3 +47,16 @@ function segmentLogitsAnyDtype(sam: Sam, images: Tensor, prompts: ImagePrompts |
   }
   return cat(out, 0);
 }
+
+/**
+ * Prompt-free multi-class logits (B, K, h, w), float32: the decoder's class heads (addClassHeads),
+ * one map per class, the whole batch through the decoder at once.
+ */
+export function segmentClassLogits(sam: Sam, images: Tensor): Tensor {
+  const device = sam.device;
+  if (images.device !== device) images = images.to(device as Device);
+  const B = images.shape[0];
+  const emb = sam.image_encoder.forward(images);
+  const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
+  return sam.mask_decoder.classMasks(emb, sam.prompt_encoder.getDensePe(), sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1), true).float();
+}
