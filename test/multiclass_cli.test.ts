@@ -28,7 +28,7 @@ const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], {
 const readJson = <T>(f: string): T => JSON.parse(fs.readFileSync(f, 'utf8')) as T;
 
 const TINY = {
-  img_size: 64, patch_size: 8, embed_dim: 48, depth: 2, num_heads: 4, mlp_ratio: 2, window_size: 4, global_attn_indexes: [1],
+  img_size: 64, patch_size: 4, embed_dim: 48, depth: 2, num_heads: 4, mlp_ratio: 2, window_size: 4, global_attn_indexes: [1],
   prompt_embed_dim: 32, mask_in_chans: 8, decoder_depth: 2, decoder_mlp_dim: 64, decoder_heads: 4, iou_head_hidden_dim: 16,
 };
 const BASE = [
@@ -50,7 +50,7 @@ before(async () => {
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 test('train → eval → predict: a tiny SAM with LoRA learns 4 classes (mIoU > 0.8); eval and NumPy agree with the run', async () => {
-  const t = cli('train', '-c', 'lora', ...BASE, '--set', 'train.steps=500', '--set', 'train.eval_every=250', '--set', 'eval.resolution=original', '--set', `train.out_dir=${RUN}`);
+  const t = cli('train', '-c', 'lora', ...BASE, '--set', 'train.steps=300', '--set', 'train.eval_every=150', '--set', 'eval.resolution=original', '--set', 'data.label_size=64', '--set', `train.out_dir=${RUN}`);
   assert.equal(t.status, 0, t.stderr.slice(-3000));
   assert.match(t.stdout + t.stderr, /val mDice [\d.]+ mIoU [\d.]+ pixel-acc [\d.]+ \| IoU background [\d.]+, class 1/);
   assert.match(t.stderr, /test \(at original resolution\): mDice [\d.]+ mIoU [\d.]+ pixel-acc [\d.]+ \| IoU background/);

@@ -7,7 +7,7 @@ import { classLegendHtml, examplePanels, imgTag, legendHtml, type ImageBudget } 
 import type { RunData } from './load.js';
 
 const METRIC_LABELS: Record<string, string> = {
-  dice: 'Dice', iou: 'IoU', sMeasure: 'S-measure', meanEMeasure: 'mean E-measure', weightedF: 'weighted F', mae: 'MAE', ber: 'BER',
+  dice: 'Dice', iou: 'IoU', pixelAccuracy: 'pixel accuracy', sMeasure: 'S-measure', meanEMeasure: 'mean E-measure', weightedF: 'weighted F', mae: 'MAE', ber: 'BER',
 };
 const label = (k: string) => METRIC_LABELS[k] ?? k;
 

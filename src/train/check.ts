@@ -9,7 +9,7 @@ import { countByPart, formatCounts, injectAdapters, setTrainable, type AdapterCo
 import { openCheckpoint } from '../io/pth.js';
 import { checkpointConfig } from '../model/sam/build.js';
 import { Sam, SAM_PRESETS, type SamConfig } from '../model/sam/sam.js';
-import { configToYaml, effectiveArchFrac, type RunConfig } from './config.js';
+import { classSpecOf, configToYaml, effectiveArchFrac, type RunConfig } from './config.js';
 import { adapterParamCount, loadSplits, resolveSamConfig } from './run.js';
 import { planStages } from './search.js';
 import { totalSteps } from './trainer.js';
@@ -68,7 +68,8 @@ export function checkRun(cfg: RunConfig, o: { runDir?: string } = {}): RunCheck 
   const src = cfg.data.synthetic ? `synthetic ${cfg.data.synthetic.kind} domain (${cfg.data.synthetic.n} images)` : rel(cfg.data.dir!);
   const data = `${src}: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch` +
     `; periodic evaluation on ${cfg.eval.split} (${(cfg.eval.split === 'val' ? splits.val : splits.test).length} images), ` +
-    `test scored ${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}`;
+    `test scored ${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}` +
+    (classSpecOf(cfg) ? `\nmulti-class: ${classSpecOf(cfg)!.names.map((n, i) => `${i} ${n}`).join(', ')}${classSpecOf(cfg)!.ignoreIndex === null ? '' : `; ignore index ${classSpecOf(cfg)!.ignoreIndex}`}${cfg.data.classes!.file ? ` (${cfg.data.classes!.file})` : ' (class-index masks)'}` : '');
 
   const { total, perEpoch } = totalSteps(cfg, splits.train.length);
   const plan = planStages(cfg.schedule.stages, total);
@@ -81,6 +82,8 @@ export function checkRun(cfg: RunConfig, o: { runDir?: string } = {}): RunCheck 
   let parameters: string;
   try {
     const layers = injectAdapters(sam, cfg.method as AdapterConfig);
+    const spec = classSpecOf(cfg);
+    if (spec) sam.mask_decoder.addClassHeads(spec.names.length);  // as buildModel does: the heads train with the decoder
     setTrainable(sam, cfg.schedule.stages[0].train as Part[]);
     const first = formatCounts(countByPart(sam));
     parameters = `${layers.length} adapted layers; trainable by part (first stage):\n${first}\n  over the whole schedule: ${adapterParamCount(sam, cfg)} trainable`;

@@ -154,6 +154,12 @@ export async function runTraining(cfg: RunConfig, o: RunOptions = {}): Promise<R
   const periodic = cfg.eval.split === 'test' ? splits.test : splits.val;
   if (cfg.eval.split === 'test') progress.log('eval.split=test: the periodic evaluation runs on the test split and picks checkpoints/best there (its test score is then optimistic)');
   const built = buildModel(cfg, (m) => progress.log(m), rt);
+  // The decoder predicts at 4× the embedding grid; the loss sees the logits resized to the label size.
+  // Below the decoder's size, bilinear downsampling averages neighbouring logits and the loss never
+  // constrains how they differ: maps at full resolution (eval.resolution=original, predict) come out worse.
+  const lowRes = 4 * Math.floor(cfg.data.image_size / built.config.patch_size);
+  if ((cfg.data.label_size ?? cfg.data.image_size) < lowRes)
+    progress.log(`warning: data.label_size ${cfg.data.label_size} is below the decoder's output size ${lowRes}×${lowRes}: the loss constrains only a downsampled version of its maps, so predictions at full resolution (eval.resolution=original, naslora predict/eval) score lower than the label-size scores; set data.label_size ≥ ${lowRes} (or null) when those matter`);
   if (rt.device !== 'cpu' || rt.precision !== 'fp32') progress.log(`runtime: ${rt.device}, precision ${rt.precision}, encoder attention ${attentionImpl()}`);
   try {
     setTrainable(built.sam, cfg.schedule.stages[0].train as Part[]);
