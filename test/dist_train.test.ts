@@ -87,7 +87,9 @@ function assertSameRun(dist: string, single: string, what: string): void {
   a.evals.forEach((m, i) => { for (const k of Object.keys(b.evals[i]!)) assert.ok(Math.abs(m[k]! - b.evals[i]![k]!) <= 1e-6, `${what}: eval ${i} ${k} ${m[k]} vs ${b.evals[i]![k]}`); });
   const ma = JSON.parse(fs.readFileSync(path.join(dist, 'metrics.json'), 'utf8')) as { test: Record<string, number> };
   const mb = JSON.parse(fs.readFileSync(path.join(single, 'metrics.json'), 'utf8')) as { test: Record<string, number> };
-  for (const k of Object.keys(mb.test)) assert.ok(Math.abs(ma.test[k]! - mb.test[k]!) <= 1e-6, `${what}: test ${k}`);
+  // The weights agree to 1e-5 (float32, another summation order); E-measure thresholds the map at
+  // twice its mean, so a last-digit change moves it by ~1e-6 (measured 1.1e-6 on one host): 1e-5 here.
+  for (const k of Object.keys(mb.test)) assert.ok(Math.abs(ma.test[k]! - mb.test[k]!) <= 1e-5, `${what}: test ${k} ${ma.test[k]} vs ${mb.test[k]}`);
 }
 
 before(() => fs.writeFileSync(modelConfig, JSON.stringify({ config: TINY })));

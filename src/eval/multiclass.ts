@@ -4,6 +4,7 @@
 // (union > 0: a class absent from both predictions and ground truth is left out, not counted as 1),
 // and pixel accuracy = correct / valid pixels. Pixels labelled ignoreIndex count nowhere.
 // Per-image rows use the same definitions on one image.
+import type { ImageMetrics, MetricRow } from './metrics.js';
 
 export interface ClassCounts {
   /** Per class: |pred ∩ gt|, |pred|, |gt| over valid pixels. */
@@ -97,7 +98,6 @@ export function argmaxClasses(logits: ArrayLike<number>, k: number, hw: number):
 
 // ---------------------------------------------------------------- rows and summaries for reports
 
-import type { ImageMetrics, MetricRow } from './metrics.js';
 
 /** ClassCounts as plain arrays (JSON: per-image rows travel between ranks and into test_per_image.json). */
 export interface CountsJson { inter: number[]; pred: number[]; gt: number[]; correct: number; valid: number }
