@@ -42,8 +42,27 @@ const RUN = at('run');
 interface ClassTable { names: string[]; iou: Array<number | null>; dice: Array<number | null>; pixels: number[]; present: number[] }
 interface Summary { count: number; dice: number; iou: number; pixelAccuracy: number; classes: ClassTable }
 
+/** pretrained=none: a run's base is the fresh tiny SAM of train.seed 0; written out for eval, predict, export, serve. */
+function writeBase(): void {
+  const base = at('base.safetensors');
+  const dist = (m: string) => JSON.stringify(path.join(ROOT, 'dist/src', m));
+  const w = spawnSync(process.execPath, ['--input-type=module', '-e', `
+    const { Sam } = await import(${dist('model/sam/sam.js')});
+    const { manualSeed } = await import(${dist('engine/index.js')});
+    const { writeSafetensors } = await import(${dist('io/safetensors.js')});
+    const { toRaw } = await import(${dist('adapters/io.js')});
+    const { samConfigMetadata } = await import(${dist('model/sam/build.js')});
+    const cfg = ${JSON.stringify(TINY)};
+    manualSeed(0);
+    const m = Sam.fromConfig(cfg);
+    writeSafetensors(${JSON.stringify(base)}, [...m.stateDict()].map(([n, t]) => [n, toRaw(t)]), { format: 'pt', ...samConfigMetadata(cfg) });
+  `], { encoding: 'utf8' });
+  assert.equal(w.status, 0, w.stderr);
+}
+
 before(async () => {
   fs.writeFileSync(at('tiny.json'), JSON.stringify({ config: TINY }));
+  writeBase();
   // 160 images 64×64 with 1–3 shapes each; the bottom 4 rows of every mask are 255 (ignored).
   await writeShapes(at('data'), { n: 160, width: 64, height: 64, seed: 1, ignoreBand: 4 });
 });
@@ -68,22 +87,8 @@ test('train → eval → predict: a tiny SAM with LoRA learns 4 classes (mIoU > 
   assert.equal(adapterCfg.classes.ignore_index, 255);
   assert.deepEqual(adapterCfg.input, { image_size: 64, resize: 'squash' });
 
-  // eval of the final adapter (the model metrics.json's test scores came from), same split: the same
-  // numbers. pretrained=none: the run's base is the fresh tiny SAM of train.seed 0, written out here.
+  // eval of the final adapter (the model metrics.json's test scores came from), same split: the same numbers
   const base = at('base.safetensors');
-  const dist = (m: string) => JSON.stringify(path.join(ROOT, 'dist/src', m));
-  const w = spawnSync(process.execPath, ['--input-type=module', '-e', `
-    const { Sam } = await import(${dist('model/sam/sam.js')});
-    const { manualSeed } = await import(${dist('engine/index.js')});
-    const { writeSafetensors } = await import(${dist('io/safetensors.js')});
-    const { toRaw } = await import(${dist('adapters/io.js')});
-    const { samConfigMetadata } = await import(${dist('model/sam/build.js')});
-    const cfg = ${JSON.stringify(TINY)};
-    manualSeed(0);
-    const m = Sam.fromConfig(cfg);
-    writeSafetensors(${JSON.stringify(base)}, [...m.stateDict()].map(([n, t]) => [n, toRaw(t)]), { format: 'pt', ...samConfigMetadata(cfg) });
-  `], { encoding: 'utf8' });
-  assert.equal(w.status, 0, w.stderr);
   const ev2 = cli('eval', '--checkpoint', base, '--adapter', path.join(RUN, 'checkpoints/last'), '--data', at('data'), '--split', 'test', '-o', at('eval'));
   assert.equal(ev2.status, 0, ev2.stderr.slice(-2000));
   assert.match(ev2.stdout, /mDice [\d.]+ mIoU [\d.]+ pixel-acc/);
@@ -240,6 +245,9 @@ test('palette masks with a classes.json train under their class names; masks tha
     [['--set', 'data.classes.loss_weights=[1, 2]'], /data\.classes\.loss_weights: 2 weights for 4 classes/],
     [['--set', 'data.classes.ignore_index=3'], /data\.classes\.ignore_index: 3 is also a class index \(0\.\.3\)/],
     [['--set', 'data.classes=null'], /loss: 'ce-dice' is the multi-class loss; set data\.classes/],
+    [['--set', 'data.threshold=100'], /data\.threshold: binarizes binary masks; .*leave it at 127/],
+    [['--set', 'eval.threshold=0.3'], /eval\.threshold: thresholds binary probabilities; .*leave it at 0\.5/],
+    [['--set', 'schedule.stages.0.train=[lora]'], /schedule\.stages: multi-class: no stage trains 'decoder'/],
   ];
   for (const [extra, re] of cases) {
     const r = cli('train', '-c', 'lora', ...BASE, ...extra, '--set', 'train.steps=2', '--set', `train.out_dir=${at('run-cfg')}`, '--dry-run');
@@ -247,4 +255,37 @@ test('palette masks with a classes.json train under their class names; masks tha
     assert.match(r.stderr, re, extra.join(' '));
   }
   assert.ok(!fs.existsSync(at('run-cfg')));
+});
+
+test('every method trains multi-class: the class heads learn apart, the adapter holds them, serve refuses it', async () => {
+  const { loadConfig } = await import('../src/train/config.js');
+  const { runTraining } = await import('../src/train/run.js');
+  const { openSafetensors } = await import('../src/io/safetensors.js');
+  const quiet = { start() {}, tick() {}, stop() {}, log() {} };
+  for (const method of ['decoder-only', 'lora', 'conv-lora', 'nas-lora', 'nas-pc-lora'] as const) {
+    const out = at(`every-${method}`);
+    const sets = BASE.filter((_, i) => i % 2 === 1).concat(['train.steps=6', 'train.eval_every=3', `train.out_dir=${out}`, 'data.num_workers=1']);
+    const cfg = loadConfig(method, sets);
+    const r = await runTraining(cfg, { progress: quiet });
+    assert.equal(r.losses.length, 6, method);
+    assert.ok(r.losses.every(Number.isFinite), method);
+    const m = readJson<{ test: Summary }>(path.join(out, 'metrics.json'));
+    assert.deepEqual(m.test.classes.names, ['background', 'class 1', 'class 2', 'class 3'], method);
+    // the 4 class tokens started as copies of one token; trained, they differ
+    const st = openSafetensors(path.join(out, 'checkpoints/last/adapter.safetensors'));
+    try {
+      const tok = st.get('mask_decoder.class_tokens.weight');
+      assert.ok(tok, `${method}: class tokens saved`);
+      assert.deepEqual(tok.shape, [4, TINY.prompt_embed_dim]);
+      const v = new Float32Array(new Uint8Array(tok.read()).buffer);
+      const d = TINY.prompt_embed_dim, row = (i: number) => v.subarray(i * d, (i + 1) * d);
+      assert.ok(row(1).some((x, j) => x !== row(0)[j]), `${method}: class tokens learned apart`);
+      assert.ok(st.get('mask_decoder.class_hypernetworks_mlps.3.layers.2.weight'), `${method}: hypernetworks saved`);
+    } finally {
+      st.close();
+    }
+  }
+  const sv = cli('serve', '--checkpoint', at('base.safetensors'), '--adapter', path.join(at('every-lora'), 'checkpoints/last'), '--port', '0');
+  assert.notEqual(sv.status, 0);
+  assert.match(sv.stderr, /multi-class adapter \(4 classes\) is prompt-free .*naslora predict/);
 });

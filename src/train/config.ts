@@ -316,6 +316,9 @@ function crossCheck(c: ObjectConfig, ctx: z.RefinementCtx): void {
     if (c.data.synthetic) bad(['data', 'synthetic'], 'the synthetic demo domain is binary; multi-class needs data.dir');
     if (!c.schedule.stages.some((s) => (s.train as string[]).includes('decoder')))
       bad(['schedule', 'stages'], "multi-class: no stage trains 'decoder', where the class heads are (they start as copies of one token and must learn apart)");
+    // Binary-only keys: a changed value would silently do nothing here.
+    if (c.data.threshold !== 127) bad(['data', 'threshold'], 'binarizes binary masks; multi-class masks hold class indices: leave it at 127');
+    if (c.eval.threshold !== 0.5) bad(['eval', 'threshold'], 'thresholds binary probabilities; a multi-class prediction is the class with the highest logit: leave it at 0.5');
     const extra = c.eval.metrics.filter((m) => m !== 'dice' && m !== 'iou');
     if (extra.length) bad(['eval', 'metrics'], `multi-class runs score per-class Dice and IoU (and pixel accuracy); ${extra.join(', ')} ${extra.length === 1 ? 'is' : 'are'} binary: set eval.metrics=[dice, iou]`);
   } else if (ceLoss) bad(['loss'], `'${c.loss}' is the multi-class loss; set data.classes, or use a binary loss (structure, bce-dice, balanced-bce)`);
