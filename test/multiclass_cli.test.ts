@@ -285,6 +285,11 @@ test('every method trains multi-class: the class heads learn apart, the adapter 
       st.close();
     }
   }
+  const ins = cli('inspect', path.join(at('every-lora'), 'checkpoints/last'), '--json');
+  assert.equal(ins.status, 0, ins.stderr);
+  const rep = JSON.parse(ins.stdout) as { classes: { names: string[]; ignore_index: number }; input: { image_size: number; resize: string } };
+  assert.deepEqual(rep.classes, { names: ['background', 'class 1', 'class 2', 'class 3'], ignore_index: 255 });
+  assert.deepEqual(rep.input, { image_size: 64, resize: 'squash' });
   const sv = cli('serve', '--checkpoint', at('base.safetensors'), '--adapter', path.join(at('every-lora'), 'checkpoints/last'), '--port', '0');
   assert.notEqual(sv.status, 0);
   assert.match(sv.stderr, /multi-class adapter \(4 classes\) is prompt-free .*naslora predict/);

@@ -45,6 +45,10 @@ export interface AdapterReport {
   cells: CellReport[];
   base: { sha256: string | null; file: string | null };
   created: string;
+  /** Multi-class adapters: class names by index and the ignore index; null for binary ones. */
+  classes: { names: string[]; ignore_index: number | null } | null;
+  /** Input size and resize of training (older adapters: null). */
+  input: { image_size: number; resize: string } | null;
 }
 
 export function inspectCheckpoint(file: string, given: Partial<SamConfig> = {}): CheckpointReport {
@@ -116,6 +120,7 @@ export function inspectAdapter(dir: string): AdapterReport {
   return {
     kind: 'adapter', dir, method: name, targets, rank, alpha: lora_alpha, options, layers: cfg.layers,
     trainable, cells, base: cfg.base, created: cfg.created,
+    classes: cfg.classes ? { names: cfg.classes.names, ignore_index: cfg.classes.ignore_index } : null, input: cfg.input ?? null,
   };
 }
 
@@ -135,6 +140,8 @@ function printCheckpoint(r: CheckpointReport): void {
 
 function printAdapter(r: AdapterReport): void {
   console.log(`${r.dir}: ${r.method} adapter on ${r.layers.length} layer(s) /${r.targets}/, rank ${r.rank}, alpha ${r.alpha}`);
+  if (r.classes) console.log(`multi-class, ${r.classes.names.length} classes (prompt-free): ${r.classes.names.map((n, i) => `${i} ${n}`).join(', ')}${r.classes.ignore_index === null ? '' : `; ignore index ${r.classes.ignore_index}`}`);
+  if (r.input) console.log(`trained at input size ${r.input.image_size}, resize ${r.input.resize}`);
   console.log(`options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`);
   console.log('trainable parameters:');
   for (const [k, v] of Object.entries(r.trainable)) if (k !== 'total') console.log(`  ${k.padEnd(15)} ${String(v).padStart(12)}`);
