@@ -89,7 +89,7 @@ test('train → eval → predict: a tiny SAM with LoRA learns 4 classes (mIoU > 
 
   // eval of the final adapter (the model metrics.json's test scores came from), same split: the same numbers
   const base = at('base.safetensors');
-  const ev2 = cli('eval', '--checkpoint', base, '--adapter', path.join(RUN, 'checkpoints/last'), '--data', at('data'), '--split', 'test', '-o', at('eval'));
+  const ev2 = cli('eval', '--checkpoint', base, '--adapter', path.join(RUN, 'checkpoints/last'), '--data', at('data'), '--split', 'test', '-o', at('eval'), '--save-predictions', at('eval', 'pred'));
   assert.equal(ev2.status, 0, ev2.stderr.slice(-2000));
   assert.match(ev2.stdout, /mDice [\d.]+ mIoU [\d.]+ pixel-acc/);
   const e = readJson<Summary & { resize: string }>(at('eval', 'summary.json'));
@@ -101,19 +101,21 @@ test('train → eval → predict: a tiny SAM with LoRA learns 4 classes (mIoU > 
   assert.equal(csv[0], 'id,dice,iou,pixel_accuracy,iou_background,iou_class 1,iou_class 2,iou_class 3,dice_background,dice_class 1,dice_class 2,dice_class 3');
   assert.equal(csv.length, 1 + s.count);
 
-  // predict every test image: class maps at the original size; NumPy's scores of those files = eval's
+  // NumPy's scores of the predictions eval saved (class maps at the original size) and the ground-truth files = eval's
   const ids = csv.slice(1).map((l) => l.split(',')[0]!);
-  const pairs: string[] = [];
-  for (const id of ids) {
+  const pairs = ids.flatMap((id) => [at('eval', 'pred', `${id}.png`), at('data', 'masks', `${id}.png`)]);
+  // predict, on a few of the images, writes the same class maps
+  const pixels = async (f: string) => ({ meta: await sharp(f).metadata(), data: await sharp(f).extractChannel(0).raw().toBuffer() });
+  for (const id of ids.slice(0, 3)) {
     const out = at('pred', id);
     const p = cli('predict', '--checkpoint', base, '--adapter', path.join(RUN, 'checkpoints/last'), '--image', at('data', 'images', `${id}.png`), '-o', out);
     assert.equal(p.status, 0, p.stderr);
-    pairs.push(path.join(out, 'classes.png'), at('data', 'masks', `${id}.png`));
+    const [a, b] = [await pixels(path.join(out, 'classes.png')), await pixels(at('eval', 'pred', `${id}.png`))];
+    for (const x of [a, b]) assert.deepEqual([x.meta.width, x.meta.height, x.meta.channels], [64, 64, 1], 'one 8-bit channel of class indices');
+    assert.deepEqual(a.data, b.data, `${id}: predict's classes.png = eval's saved prediction`);
   }
   const first = at('pred', ids[0]!);
   assert.deepEqual(fs.readdirSync(first).sort(), ['classes.json', 'classes.png', 'overlay.png']);
-  const meta = await sharp(path.join(first, 'classes.png')).metadata();
-  assert.deepEqual([meta.width, meta.height, meta.channels], [64, 64, 1]);
   const cj = readJson<{ classes: Array<{ name: string; share: number }> }>(path.join(first, 'classes.json'));
   assert.equal(cj.classes.length, 4);
   assert.ok(Math.abs(cj.classes.reduce((a, c) => a + c.share, 0) - 1) < 1e-12);

@@ -14,6 +14,7 @@ import { manualSeed } from '../src/engine/index.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { samConfigMetadata } from '../src/model/sam/build.js';
 import { Sam, type SamConfig } from '../src/model/sam/sam.js';
+import { binarize, decodeGray } from '../src/data/loader.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'dist/src/cli/main.js');
@@ -76,15 +77,31 @@ test('train scores at label size by default; eval --resolution label --label-siz
   assert.match(bad.stderr, /--resolution must be original or label/);
 });
 
-test('eval.resolution=original: train\'s test metrics equal naslora eval\'s default', () => {
+test('eval.resolution=original: train\'s test metrics equal naslora eval\'s default; --save-predictions writes what was scored', async () => {
   const runDir = path.join(work, 'orig-run');
   ok(...trainArgs(runDir, '--set', 'eval.resolution=original'));
   const m = readJson(path.join(runDir, 'metrics.json'));
   assert.equal(m.scoring.test_resolution, 'original');
   const out = path.join(work, 'eval-orig2');
-  ok(...evalArgs(path.join(runDir, 'checkpoints/last'), out));
+  ok(...evalArgs(path.join(runDir, 'checkpoints/last'), out, '--save-predictions', path.join(work, 'eval-orig2-pred')));
   const s = readJson(path.join(out, 'summary.json'));
   for (const k of ['dice', 'iou', 'weightedF']) assert.ok(Math.abs(s[k] - m.test[k]) < 1e-5, `${k}: eval ${s[k]} vs train ${m.test[k]}`);
+  // --save-predictions: each scored mask at the image's size; Dice from those files = per_image.csv
+  const rows = fs.readFileSync(path.join(out, 'per_image.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  assert.equal(rows.length, 4);
+  for (const [id, dice] of rows) {
+    const pred = await decodeGray(path.join(work, 'eval-orig2-pred', `${id}.png`));
+    const gt = await decodeGray(path.join(KVASIR, 'masks', `${id}.jpg`));
+    assert.deepEqual([pred.width, pred.height], [gt.width, gt.height], `${id}: at the original size`);
+    const p = binarize(pred.data), g = binarize(gt.data);
+    let inter = 0, sp = 0, sg = 0;
+    for (let i = 0; i < p.length; i++) { inter += p[i]! & g[i]!; sp += p[i]!; sg += g[i]!; }
+    const d = sp + sg ? (2 * inter) / (sp + sg) : 1;
+    assert.ok(Math.abs(d - Number(dice)) < 1e-4, `${id}: Dice of the saved mask ${d} vs per_image.csv ${dice}`);
+  }
+  const bad = run(...evalArgs(path.join(runDir, 'checkpoints/last'), path.join(work, 'y'), '--resolution', 'label', '--save-predictions', path.join(work, 'z')));
+  assert.match(bad.stderr, /--save-predictions .* needs --resolution original/);
+  assert.ok(!fs.existsSync(path.join(work, 'z')));
 });
 
 test('compare scores at the resolution its runs choose and says so (compare.json, compare.md)', () => {

@@ -50,6 +50,11 @@ export interface EvalOptions {
    * ClassSummary summary); threshold, probThreshold and metrics do not apply.
    */
   classes?: ClassSpec | null;
+  /**
+   * Original resolution only: each image's prediction as it is scored, at its original size — the
+   * class map (multi-class) or the binary mask (0/1). Awaited before the next image.
+   */
+  onPrediction?: (id: string, pred: Uint8Array, width: number, height: number) => Promise<void> | void;
 }
 
 /** Class index per pixel: argmax over dim 1 of (B, K, H, W) logits → (B·H·W) values. */
@@ -69,6 +74,7 @@ export async function evaluateOriginal(model: EvalModel, items: SampleSource[], 
       return logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize).sigmoid().toFloat32Array();
     }));
     agg.add(d.id, prob, d.mask, d.height, d.width);
+    if (o.onPrediction) await o.onPrediction(d.id, Uint8Array.from(prob, (p) => (p > (o.probThreshold ?? 0.5) ? 1 : 0)), d.width, d.height);
     o.onImage?.(i + 1, items.length);
   }
   return { summary: agg.mean(), rows: agg.rows };
@@ -121,6 +127,7 @@ async function evaluateOriginalClasses(model: EvalModel, items: SampleSource[], 
       return argmaxMaps(logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize));
     }));
     rows.push(classRow(d.id, pred, d.mask, k, spec.ignoreIndex));
+    if (o.onPrediction) await o.onPrediction(d.id, Uint8Array.from(pred), d.width, d.height);
     o.onImage?.(i + 1, items.length);
   }
   return { summary: classSummary(rows, spec.names), rows };

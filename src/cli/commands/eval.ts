@@ -1,6 +1,10 @@
 // `naslora eval`: metrics of a (base + adapter) model on a data split, at original resolution
 // (default) or at a label size, as training scores its splits (eval.resolution: label).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command } from 'commander';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { encodeClassPng, encodeMaskPng } from '../../io/image.js';
 import { evaluateAtLabelSize, evaluateOriginal, RESOLUTIONS, writeEvalReport, type Resolution } from '../../eval/evaluate.js';
 import { segmentClassLogits, segmentLogits } from '../../model/sam/segment.js';
 import { loadDataset, type SplitName } from '../../data/dataset.js';
@@ -25,8 +29,9 @@ export function registerEval(program: Command): void {
     .option('--resolution <r>', 'original: each image at its own size; label: masks and predictions at --label-size, as `train` scores (eval.resolution)', 'original')
     .option('--label-size <n>', 'with --resolution label: the label size (default: the model input size, as data.label_size null)')
     .option('--batch-size <n>', 'with --resolution label: images per forward pass', '4')
+    .option('--save-predictions <dir>', 'with --resolution original: write each prediction as scored, <id>.png at the image\'s size (binary: 0/255; multi-class: class indices)')
     .requiredOption('-o, --out <dir>', 'output folder'), { defaults: true })
-    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize?: 'squash' | 'longest-pad'; threshold: string; resolution: string; labelSize?: string; batchSize: string; out: string } & RuntimeFlags) => {
+    .action(async (o: { checkpoint: string; modelConfig?: string; adapter?: string; data: string; split: string; seed: string; imageSize?: string; resize?: 'squash' | 'longest-pad'; threshold: string; resolution: string; labelSize?: string; batchSize: string; savePredictions?: string; out: string } & RuntimeFlags) => {
       const rt = commandRuntime(o);  // before anything is loaded
       if (!['train', 'val', 'test', 'all'].includes(o.split)) throw new Error(`--split must be train, val, test or all, not '${o.split}'`);
       if (!RESOLUTIONS.includes(o.resolution as Resolution)) throw new Error(`--resolution must be ${RESOLUTIONS.join(' or ')}, not '${o.resolution}'`);
@@ -37,6 +42,7 @@ export function registerEval(program: Command): void {
         return n;
       };
       if (o.labelSize !== undefined && o.resolution !== 'label') throw new Error('--label-size needs --resolution label');
+      if (o.savePredictions !== undefined && o.resolution !== 'original') throw new Error('--save-predictions writes predictions at original resolution: it needs --resolution original');
       const labelSizeOpt = posInt(o.labelSize, '--label-size');
       const batchSize = posInt(o.batchSize, '--batch-size')!;
       const { splits } = loadDataset(o.data, { seed: Number(o.seed) });
@@ -54,8 +60,13 @@ export function registerEval(program: Command): void {
         const model = classes
           ? { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segmentClassLogits(m.loaded.model, x)) }
           : { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segmentLogits(m.loaded.model, x)) };
+        const predDir = o.savePredictions;
+        if (predDir) fs.mkdirSync(predDir, { recursive: true });
         const common = {
           imageSize: S, resize, threshold: Number(o.threshold), device: rt.device, classes,
+          onPrediction: predDir
+            ? async (id: string, pred: Uint8Array, w: number, h: number) => writeFileAtomic(path.join(predDir, `${id.replace(/[\\/]/g, '__')}.png`), classes ? await encodeClassPng(pred, w, h) : await encodeMaskPng(pred, w, h))
+            : undefined,
           onImage: (i: number, n: number) => { if (i % 10 === 0 || i === n) process.stderr.write(`\reval ${i}/${n}`); },
         };
         const labelSize = labelSizeOpt ?? S;
@@ -69,7 +80,7 @@ export function registerEval(program: Command): void {
         const at = o.resolution === 'label' ? `at label size ${labelSize}` : 'at original resolution';
         if (classes) console.log(`${items.length} images (${o.split}, ${at}): ${formatScores(s)}`);
         else console.log(`${items.length} images (${o.split}, ${at}): Dice ${s.dice.toFixed(4)}  IoU ${s.iou.toFixed(4)}  S ${s.sMeasure.toFixed(4)}  E ${s.meanEMeasure.toFixed(4)}  wF ${s.weightedF.toFixed(4)}  MAE ${s.mae.toFixed(4)}  BER ${s.ber.toFixed(4)}`);
-        console.log(`wrote ${o.out}/summary.json and ${o.out}/per_image.csv`);
+        console.log(`wrote ${o.out}/summary.json and ${o.out}/per_image.csv${predDir ? `, and ${items.length} predictions to ${predDir}` : ''}`);
       } finally {
         m.loaded.model.dispose();
       }
