@@ -91,19 +91,13 @@ test('multi-class metrics equal the benchmark definitions (random maps, a class 
 
 import { AdamW, noGrad, tensor } from '../src/engine/index.js';
 import { Sam, type SamConfig } from '../src/model/sam/sam.js';
+import { segmentClassLogits } from '../src/model/sam/segment.js';
 import { mulberry32 } from '../src/data/dataset.js';
 
 const TINY: SamConfig = {
   img_size: 64, patch_size: 8, embed_dim: 48, depth: 2, num_heads: 4, mlp_ratio: 2, window_size: 4, global_attn_indexes: [1],
   prompt_embed_dim: 32, mask_in_chans: 8, decoder_depth: 2, decoder_mlp_dim: 64, decoder_heads: 4, iou_head_hidden_dim: 16,
 };
-
-function classLogits(sam: Sam, images: ReturnType<typeof tensor>) {
-  const B = images.shape[0]!;
-  const emb = sam.image_encoder.forward(images);
-  const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
-  return sam.mask_decoder.classMasks(emb, sam.prompt_encoder.getDensePe(), sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1), true);
-}
 
 test('class heads start as copies of the single-mask token; the binary outputs are untouched', () => {
   manualSeed(1);
@@ -168,14 +162,14 @@ test('a tiny SAM with class heads learns a synthetic 4-class task to mIoU > 0.8 
       const x = tensor(train.images.subarray(b * B * 3 * S * S, (b + 1) * B * 3 * S * S), [B, 3, S, S]);
       const y = tensor(train.labels.subarray(b * B * L * L, (b + 1) * B * L * L), [B, L, L], { dtype: 'int64' });
       opt.zeroGrad();
-      multiclassLoss(classLogits(sam, x), y, { diceWeight: 0.5 }).backward();
+      multiclassLoss(segmentClassLogits(sam, x), y, { diceWeight: 0.5 }).backward();
       opt.step();
     });
   }
   sam.eval();
   const counts = emptyCounts(4);
   noGrad(() => tidy(() => {
-    const logits = classLogits(sam, tensor(held.images, [48, 3, S, S])).toFloat32Array();
+    const logits = segmentClassLogits(sam, tensor(held.images, [48, 3, S, S])).toFloat32Array();
     for (let k = 0; k < 48; k++) {
       const pred = argmaxClasses(logits.subarray(k * 4 * L * L, (k + 1) * 4 * L * L), 4, L * L);
       countClasses(pred, Array.from(held.labels.subarray(k * L * L, (k + 1) * L * L), Number), 4, null, counts);

@@ -29,6 +29,7 @@ import { evaluateShards } from '../train/trainer.js';
 import { makeProgress, type Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ImageMetrics } from '../eval/metrics.js';
+import type { ClassTable } from '../eval/multiclass.js';
 import { mean, sampleSd } from '../eval/stats.js';
 
 export { mean, sampleSd };
@@ -381,7 +382,7 @@ export interface CompareRunRecord extends RunMetrics {
   run_dir: string;
   /** Multi-class runs (dice, iou = mDice, mIoU): pixel accuracy and IoU / Dice per class (null: class in neither map). */
   pixel_accuracy?: number;
-  classes?: { names: string[]; iou: Array<number | null>; dice: Array<number | null> };
+  classes?: Pick<ClassTable, 'names' | 'iou' | 'dice'>;
 }
 
 export type MethodStats = { [K in CompareMetric as `${K}_mean`]: number } & { [K in CompareMetric as `${K}_sd`]: number };
@@ -424,7 +425,7 @@ export function formatDuration(s: number): string {
 
 interface SavedMetrics {
   trainable_parameters: number; adapter_parameters: number; seconds: number; scoring?: Scoring;
-  test: (ImageMetrics & { count: number; pixelAccuracy?: number; classes?: { names: string[]; iou: Array<number | null>; dice: Array<number | null> } }) | null;
+  test: (ImageMetrics & { count: number; pixelAccuracy?: number; classes?: ClassTable }) | null;
 }
 
 /** A finished run's record, from its folder (metrics.json, derived_ops.json): the same for fresh and skipped runs. */

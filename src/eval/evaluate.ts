@@ -57,27 +57,56 @@ export interface EvalOptions {
   onPrediction?: (id: string, pred: Uint8Array, width: number, height: number) => Promise<void> | void;
 }
 
-/** Class index per pixel: argmax over dim 1 of (B, K, H, W) logits → (B·H·W) values. */
-function argmaxMaps(logits: Tensor): Float32Array {
-  return logits.argmax(1).toFloat32Array();
+/**
+ * How model outputs become scores: binary (sigmoid; the saliency metrics of MetricsAggregator at
+ * probThreshold) or multi-class (argmax over the K maps; per-class counts, ClassRow / ClassSummary).
+ */
+interface Scorer {
+  /** Logits (B, C, H, W) → what `add` scores: probabilities (B, 1, H, W) or class indices (B, H, W). */
+  post(logits: Tensor): Tensor;
+  add(id: string, out: Float32Array, gt: ArrayLike<number>, h: number, w: number): void;
+  /** The prediction as onPrediction gives it: the 0/1 mask or the class map. */
+  mask(out: Float32Array): Uint8Array;
+  report(): EvalReport;
+}
+
+function scorerFor(o: EvalOptions): Scorer {
+  const spec = o.classes;
+  if (spec) {
+    const rows: ClassRow[] = [];
+    return {
+      post: (logits) => logits.argmax(1),
+      add: (id, out, gt) => void rows.push(classRow(id, out, gt, spec.names.length, spec.ignoreIndex)),
+      mask: (out) => Uint8Array.from(out),
+      report: () => ({ summary: classSummary(rows, spec.names), rows }),
+    };
+  }
+  const threshold = o.probThreshold ?? 0.5;
+  const agg = new MetricsAggregator({ threshold, metrics: o.metrics });
+  return {
+    post: (logits) => logits.sigmoid(),
+    add: (id, out, gt, h, w) => void agg.add(id, out, gt instanceof Uint8Array ? gt : Uint8Array.from(gt), h, w),
+    mask: (out) => Uint8Array.from(out, (p) => (p > threshold ? 1 : 0)),
+    report: () => ({ summary: agg.mean(), rows: agg.rows }),
+  };
 }
 
 export async function evaluateOriginal(model: EvalModel, items: SampleSource[], o: EvalOptions): Promise<EvalReport> {
-  if (o.classes) return evaluateOriginalClasses(model, items, o, o.classes);
-  const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
+  const scorer = scorerFor(o);
+  const rule = o.classes ?? o.threshold;
   for (let i = 0; i < items.length; i++) {
-    const s = items[i];
-    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, o.threshold) : await decodeSample(s, o.threshold);
-    const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, threshold: o.threshold, augment: null });
-    const prob = noGrad(() => tidy(() => {
+    const s = items[i]!;
+    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, rule) : await decodeSample(s, rule);
+    const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, threshold: o.threshold, classes: o.classes, augment: null });
+    const out = noGrad(() => tidy(() => {
       const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize], { device: o.device });
-      return logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize).sigmoid().toFloat32Array();
+      return scorer.post(logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize)).toFloat32Array();
     }));
-    agg.add(d.id, prob, d.mask, d.height, d.width);
-    if (o.onPrediction) await o.onPrediction(d.id, Uint8Array.from(prob, (p) => (p > (o.probThreshold ?? 0.5) ? 1 : 0)), d.width, d.height);
+    scorer.add(d.id, out, d.mask, d.height, d.width);
+    if (o.onPrediction) await o.onPrediction(d.id, scorer.mask(out), d.width, d.height);
     o.onImage?.(i + 1, items.length);
   }
-  return { summary: agg.mean(), rows: agg.rows };
+  return scorer.report();
 }
 
 export interface LabelEvalOptions extends EvalOptions {
@@ -92,66 +121,25 @@ export interface LabelEvalOptions extends EvalOptions {
 
 /** Metrics at label size: batches as in training (no augmentation), logits upsampled to L×L. */
 export async function evaluateAtLabelSize(model: EvalModel, items: SampleSource[], o: LabelEvalOptions): Promise<EvalReport> {
-  if (o.classes) return evaluateAtLabelSizeClasses(model, items, o, o.classes);
-  const agg = new MetricsAggregator({ threshold: o.probThreshold ?? 0.5, metrics: o.metrics });
-  const L = o.labelSize;
+  const scorer = scorerFor(o);
+  const L = o.labelSize, n = L * L;
   let done = 0;
   for await (const b of iterateBatches(items, {
-    imageSize: o.imageSize, labelSize: L, resize: o.resize, threshold: o.threshold, augment: null,
+    imageSize: o.imageSize, labelSize: L, resize: o.resize, threshold: o.threshold, classes: o.classes, augment: null,
     batchSize: o.batchSize, shuffle: false, prefetch: o.prefetch, workers: o.workers, cache: o.cache ?? null,
   })) {
-    const probs = noGrad(() => tidy(() => {
+    const out = noGrad(() => tidy(() => {
       const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device: o.device });
       const low = model.forward(images, o.prompts?.(b) ?? null);
       const [, , h, w] = low.shape;
       const up = h === L && w === L ? low : F.interpolate(low, { size: [L, L], mode: 'bilinear', alignCorners: false });
-      return up.sigmoid().toFloat32Array();
+      return scorer.post(up).toFloat32Array();
     }));
-    const n = L * L;
-    b.ids.forEach((id, k) => agg.add(id, probs.subarray(k * n, (k + 1) * n), Uint8Array.from(b.masks.subarray(k * n, (k + 1) * n)), L, L));
+    b.ids.forEach((id, k) => scorer.add(id, out.subarray(k * n, (k + 1) * n), b.masks.subarray(k * n, (k + 1) * n), L, L));
     done += b.batchSize;
     o.onImage?.(done, items.length);
   }
-  return { summary: agg.mean(), rows: agg.rows };
-}
-
-async function evaluateOriginalClasses(model: EvalModel, items: SampleSource[], o: EvalOptions, spec: ClassSpec): Promise<EvalReport> {
-  const rows: ClassRow[] = [];
-  const k = spec.names.length;
-  for (let i = 0; i < items.length; i++) {
-    const s = items[i]!;
-    const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, spec) : await decodeSample(s, spec);
-    const p = await loadSample(d, { imageSize: o.imageSize, resize: o.resize, classes: spec, augment: null });
-    const pred = noGrad(() => tidy(() => {
-      const x = tensor(p.image, [1, 3, o.imageSize, o.imageSize], { device: o.device });
-      return argmaxMaps(logitsToOriginal(model.forward(x), o.imageSize, d.height, d.width, o.resize));
-    }));
-    rows.push(classRow(d.id, pred, d.mask, k, spec.ignoreIndex));
-    if (o.onPrediction) await o.onPrediction(d.id, Uint8Array.from(pred), d.width, d.height);
-    o.onImage?.(i + 1, items.length);
-  }
-  return { summary: classSummary(rows, spec.names), rows };
-}
-
-async function evaluateAtLabelSizeClasses(model: EvalModel, items: SampleSource[], o: LabelEvalOptions, spec: ClassSpec): Promise<EvalReport> {
-  const rows: ClassRow[] = [];
-  const L = o.labelSize, n = L * L, k = spec.names.length;
-  let done = 0;
-  for await (const b of iterateBatches(items, {
-    imageSize: o.imageSize, labelSize: L, resize: o.resize, classes: spec, augment: null,
-    batchSize: o.batchSize, shuffle: false, prefetch: o.prefetch, workers: o.workers, cache: o.cache ?? null,
-  })) {
-    const pred = noGrad(() => tidy(() => {
-      const images = tensor(b.images, [b.batchSize, 3, b.imageSize, b.imageSize], { device: o.device });
-      const low = model.forward(images, null);
-      const [, , h, w] = low.shape;
-      return argmaxMaps(h === L && w === L ? low : F.interpolate(low, { size: [L, L], mode: 'bilinear', alignCorners: false }));
-    }));
-    b.ids.forEach((id, j) => rows.push(classRow(id, pred.subarray(j * n, (j + 1) * n), b.masks.subarray(j * n, (j + 1) * n), k, spec.ignoreIndex)));
-    done += b.batchSize;
-    o.onImage?.(done, items.length);
-  }
-  return { summary: classSummary(rows, spec.names), rows };
+  return scorer.report();
 }
 
 /** summary.json and per_image.csv in dir (the metrics the report holds). */

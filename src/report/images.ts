@@ -5,6 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
+import { colourise } from '../data/classes.js';
+import { esc } from './html.js';
+import type { ExampleClasses } from '../eval/examples.js';
 
 /** Error-map colours (colour-blind-safe pair for the two kinds of error). */
 export const COLOURS = {
@@ -62,7 +65,7 @@ export class ImageBudget {
 export interface Panels { image: Buffer; gt: Buffer; pred: Buffer; error: Buffer; width: number; height: number }
 
 /** The classes of a multi-class example set (examples.json `classes`). */
-export interface PanelClasses { names: string[]; colours: Array<[number, number, number]>; ignore_index: number | null }
+export type PanelClasses = ExampleClasses;
 
 /** A class-index PNG as written by eval/examples.ts (values kept, not thresholded). */
 export async function readClassMap(file: string): Promise<Mask> {
@@ -72,10 +75,8 @@ export async function readClassMap(file: string): Promise<Mask> {
 }
 
 /** A class map in the class colours (ignored or unknown values white). */
-export function classPng(m: Mask, colours: ReadonlyArray<readonly number[]>): Promise<Buffer> {
-  const rgb = new Uint8Array(m.width * m.height * 3);
-  for (let i = 0; i < m.data.length; i++) rgb.set(colours[m.data[i]!] ?? [255, 255, 255], i * 3);
-  return rgbPng(rgb, m.width, m.height);
+export function classPng(m: Mask, colours: ReadonlyArray<readonly [number, number, number]>): Promise<Buffer> {
+  return rgbPng(colourise(m.data, colours), m.width, m.height);
 }
 
 /** Multi-class error map: correct light grey, wrong class orange, ignored pixels black. */
@@ -107,7 +108,7 @@ export function classLegendHtml(c: PanelClasses): string {
     + `<p class="legend muted">error map: ${sw(COLOURS.tp, 'right class')}${sw(COLOURS.fp, 'wrong class')}${c.ignore_index === null ? '' : sw(COLOURS.tn, 'ignored')}</p>`;
 }
 
-const esc = (s: string): string => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
+
 
 export function legendHtml(): string {
   const sw = (c: readonly number[], label: string) => `<span style="background:rgb(${c.join(',')})"></span>${label}`;

@@ -5,6 +5,7 @@ import { alphaChart, evalCurve, heatMap, opLegend, shortLayer, stepCurve, type H
 import { chart, esc, num, page, table, td } from './html.js';
 import { classLegendHtml, examplePanels, imgTag, legendHtml, type ImageBudget } from './images.js';
 import type { RunData } from './load.js';
+import type { ClassTable } from '../eval/multiclass.js';
 
 const METRIC_LABELS: Record<string, string> = {
   dice: 'Dice', iou: 'IoU', pixelAccuracy: 'pixel accuracy', sMeasure: 'S-measure', meanEMeasure: 'mean E-measure', weightedF: 'weighted F', mae: 'MAE', ber: 'BER',
@@ -48,12 +49,10 @@ function summaryTable(r: RunData): string {
     + `<p class="muted">Parameters trained: ${m.trainable_parameters.toLocaleString('en-US')} (encoder adapter ${m.adapter_parameters.toLocaleString('en-US')}); training time ${m.seconds.toFixed(1)} s.</p>`;
 }
 
-interface ClassTableJson { names: string[]; iou: Array<number | null>; dice: Array<number | null>; pixels: number[] }
-
 /** Per class and split: IoU and Dice (– where the class is in neither map) and its ground-truth pixel share. */
 function classTable(m: NonNullable<RunData['metrics']>): string {
   const splits = (['test', 'val', 'train'] as const).filter((s) => m[s] && 'classes' in m[s]!);
-  const tables = splits.map((s) => [s, (m[s] as unknown as { classes: ClassTableJson }).classes] as const);
+  const tables = splits.map((s) => [s, (m[s] as unknown as { classes: ClassTable }).classes] as const);
   const names = tables[0]![1].names;
   return `<h3>Per class</h3>` + table({
     id: 'class-table', head: ['class', ...tables.flatMap(([s]) => [`${s} IoU`, `${s} Dice`, `${s} pixels`])],

@@ -65,11 +65,12 @@ export function checkRun(cfg: RunConfig, o: { runDir?: string } = {}): RunCheck 
 
   const splits = loadSplits(cfg, effectiveArchFrac(cfg));
   if (!splits.train.length) throw new Error('dry run: the training split is empty');
+  const spec = classSpecOf(cfg);
   const src = cfg.data.synthetic ? `synthetic ${cfg.data.synthetic.kind} domain (${cfg.data.synthetic.n} images)` : rel(cfg.data.dir!);
   const data = `${src}: ${splits.train.length} train, ${splits.val.length} val, ${splits.test.length} test, ${splits.arch.length} arch` +
     `; periodic evaluation on ${cfg.eval.split} (${(cfg.eval.split === 'val' ? splits.val : splits.test).length} images), ` +
     `test scored ${cfg.eval.resolution === 'label' ? `at label size ${cfg.data.label_size ?? cfg.data.image_size}` : 'at original resolution'}` +
-    (classSpecOf(cfg) ? `\nmulti-class: ${classSpecOf(cfg)!.names.map((n, i) => `${i} ${n}`).join(', ')}${classSpecOf(cfg)!.ignoreIndex === null ? '' : `; ignore index ${classSpecOf(cfg)!.ignoreIndex}`}${cfg.data.classes!.file ? ` (${cfg.data.classes!.file})` : ' (class-index masks)'}` : '');
+    (spec ? `\nmulti-class: ${spec.names.map((n, i) => `${i} ${n}`).join(', ')}${spec.ignoreIndex === null ? '' : `; ignore index ${spec.ignoreIndex}`}${cfg.data.classes!.file ? ` (${cfg.data.classes!.file})` : ' (class-index masks)'}` : '');
 
   const { total, perEpoch } = totalSteps(cfg, splits.train.length);
   const plan = planStages(cfg.schedule.stages, total);
@@ -82,7 +83,6 @@ export function checkRun(cfg: RunConfig, o: { runDir?: string } = {}): RunCheck 
   let parameters: string;
   try {
     const layers = injectAdapters(sam, cfg.method as AdapterConfig);
-    const spec = classSpecOf(cfg);
     if (spec) sam.mask_decoder.addClassHeads(spec.names.length);  // as buildModel does: the heads train with the decoder
     setTrainable(sam, cfg.schedule.stages[0].train as Part[]);
     const first = formatCounts(countByPart(sam));

@@ -18,21 +18,31 @@ export interface ImagePrompts {
  * device.
  */
 export function segmentLogits(sam: Sam, images: Tensor, prompts: ImagePrompts | null = null): Tensor {
-  // Callers make the batch on the model's device; one made elsewhere is moved (once) rather than failing.
-  const device = sam.device;
-  if (images.device !== device) images = images.to(device as Device);
-  return segmentLogitsAnyDtype(sam, images, prompts).float();
+  return segmentLogitsAnyDtype(sam, onModelDevice(sam, images), prompts).float();
+}
+
+/** Callers make the batch on the model's device; one made elsewhere is moved (once) rather than failing. */
+function onModelDevice(sam: Sam, images: Tensor): Tensor {
+  return images.device === sam.device ? images : images.to(sam.device as Device);
+}
+
+/** The decoder's inputs for a prompt-free batch: image embeddings, dense PE, and the empty prompt's sparse / dense embeddings per image. */
+function promptFreeInputs(sam: Sam, images: Tensor): [Tensor, Tensor, Tensor, Tensor] {
+  const B = images.shape[0];
+  const emb = sam.image_encoder.forward(images);
+  const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
+  return [emb, sam.prompt_encoder.getDensePe(), sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1)];
 }
 
 function segmentLogitsAnyDtype(sam: Sam, images: Tensor, prompts: ImagePrompts | null): Tensor {
+  if (!prompts?.boxes && !prompts?.pointLabels) {
+    // Prompt-free: every image has the same (empty) prompt, so the decoder runs on the whole batch.
+    const [emb, pe, sparse, dense] = promptFreeInputs(sam, images);
+    return sam.mask_decoder.forward(emb, pe, sparse, dense, false, true)[0];
+  }
   const B = images.shape[0];
   const emb = sam.image_encoder.forward(images);
   const pe = sam.prompt_encoder.getDensePe();
-  if (!prompts?.boxes && !prompts?.pointLabels) {
-    // Prompt-free: every image has the same (empty) prompt, so the decoder runs on the whole batch.
-    const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
-    return sam.mask_decoder.forward(emb, pe, sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1), false, true)[0];
-  }
   const out: Tensor[] = [];
   const n = prompts?.pointLabels ? prompts.pointLabels.length / B : 0;
   const device = images.device as Device;
@@ -53,10 +63,6 @@ function segmentLogitsAnyDtype(sam: Sam, images: Tensor, prompts: ImagePrompts |
  * one map per class, the whole batch through the decoder at once.
  */
 export function segmentClassLogits(sam: Sam, images: Tensor): Tensor {
-  const device = sam.device;
-  if (images.device !== device) images = images.to(device as Device);
-  const B = images.shape[0];
-  const emb = sam.image_encoder.forward(images);
-  const [sparse, dense] = sam.prompt_encoder.forward(null, null, null);
-  return sam.mask_decoder.classMasks(emb, sam.prompt_encoder.getDensePe(), sparse.expand(B, -1, -1), dense.expand(B, -1, -1, -1), true).float();
+  const [emb, pe, sparse, dense] = promptFreeInputs(sam, onModelDevice(sam, images));
+  return sam.mask_decoder.classMasks(emb, pe, sparse, dense, true).float();
 }
