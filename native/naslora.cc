@@ -545,6 +545,17 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   o.Set("liveBytes", Napi::Number::New(env, static_cast<double>(g_live_bytes.load())));
   o.Set("peakBytes", Napi::Number::New(env, static_cast<double>(g_peak_bytes.load())));
   o.Set("liveAllocations", Napi::Number::New(env, static_cast<double>(g_live_allocs.load())));
+  // glibc's own counters, over all arenas: bytes handed out by malloc (everyone's: libtorch, Node's
+  // buffers, libvips) and bytes malloc holds from the OS. In use is the leak measure for native
+  // memory outside libtorch; held is what the raised trim threshold keeps for reuse.
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  o.Set("mallocInUse", Napi::Number::New(env, static_cast<double>(mi.uordblks + mi.hblkhd)));
+  o.Set("mallocHeld", Napi::Number::New(env, static_cast<double>(mi.arena + mi.hblkhd)));
+#else
+  o.Set("mallocInUse", Napi::Number::New(env, -1));
+  o.Set("mallocHeld", Napi::Number::New(env, -1));
+#endif
   return o;
 }
 

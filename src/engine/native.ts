@@ -10,7 +10,11 @@ export type Handle = number;
 export type NativeResult = Handle | number | boolean | string | null | NativeResult[];
 export type NativeArg = Handle | number | boolean | string | null | undefined | NativeArg[];
 
-export interface NativeMemory { liveTensors: number; liveBytes: number; peakBytes: number; liveAllocations: number }
+export interface NativeMemory {
+  liveTensors: number; liveBytes: number; peakBytes: number; liveAllocations: number;
+  /** glibc, all arenas: bytes malloc has handed out and not had back (libtorch, Node's buffers, libvips…), and bytes it holds from the OS; -1 without glibc ≥ 2.33. */
+  mallocInUse: number; mallocHeld: number;
+}
 export interface NativeInfo {
   version: string; config: string; parallel: string; cudaAvailable: boolean; mallocTuned: boolean;
   /** Built against a CUDA libtorch; its caching allocator's statistics compiled in. */

@@ -30,6 +30,8 @@ export interface ServeOptions {
   /** Byte budgets of the decoded-image store and the embedding cache (default 512 MB each). */
   imageBytes?: number;
   embeddingBytes?: number;
+  /** Byte budget of the low-res logits kept for `mask_input` (default 64 MB). */
+  maskBytes?: number;
   /** Encoder runs waiting at most (default 8); more → 503. */
   encoderQueue?: number;
   log?: (msg: string) => void;
@@ -85,7 +87,7 @@ function pageFiles(): { html: string; js: string } {
 export interface Server {
   app: FastifyInstance;
   /** What the server holds now (tests, /v1/health). */
-  stats(): { images: number; image_bytes: number; embeddings: number; embedding_bytes: number; encoder_runs: number; live_tensors: number; hits: number; misses: number };
+  stats(): { images: number; image_bytes: number; embeddings: number; embedding_bytes: number; masks: number; mask_bytes: number; encoder_runs: number; live_tensors: number; hits: number; misses: number };
   close(): Promise<void>;
 }
 
@@ -94,7 +96,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   const maxPixels = o.maxPixels ?? MAX_IMAGE_PIXELS;
   const images = new LruBytes<StoredImage>(o.imageBytes ?? 512 * 1024 * 1024);
   const embeddings = new EmbeddingCache(o.embeddingBytes ?? 512 * 1024 * 1024);
-  const lowRes = new LruBytes<{ logits: Float32Array; shape: [number, number] }>(64 * 1024 * 1024);
+  const lowRes = new LruBytes<{ logits: Float32Array; shape: [number, number] }>(o.maskBytes ?? 64 * 1024 * 1024);
   const queue = new EncoderQueue(o.encoderQueue ?? 8);
   const predictors = new Map([...o.models].map(([k, m]) => [k, new SamPredictor(m.model)]));
   const page = pageFiles();
@@ -212,7 +214,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   return {
     app,
     stats: () => ({
-      images: images.size, image_bytes: images.bytes, embeddings: embeddings.size, embedding_bytes: embeddings.bytes, encoder_runs: queue.runs,
+      images: images.size, image_bytes: images.bytes, embeddings: embeddings.size, embedding_bytes: embeddings.bytes, masks: lowRes.size, mask_bytes: lowRes.bytes, encoder_runs: queue.runs,
       live_tensors: memory().liveTensors, hits: embeddings.hits, misses: embeddings.misses,
     }),
     async close() {

@@ -25,17 +25,21 @@ export function registerServe(program: Command): void {
     .option('--body-limit-mb <mb>', 'largest request body', '32')
     .option('--max-pixels <n>', 'largest image in decoded pixels (checked on the header, before decoding)', String(8192 * 8192))
     .option('--cache-mb <mb>', 'memory for image embeddings (and as much again for decoded images), least recently used first out', '512')
+    .option('--mask-cache-mb <mb>', 'memory for the low-res masks that later requests may send back as mask_input (by mask_id), least recently used first out', '64')
     .option('--encoder-queue <n>', 'image encoder runs allowed to wait; more get 503 with Retry-After', '8')
-    .action(async (o: { checkpoint: string; modelConfig?: string; adapter: string[]; host: string; port: string; bodyLimitMb: string; maxPixels: string; cacheMb: string; encoderQueue: string }) => {
+    .action(async (o: { checkpoint: string; modelConfig?: string; adapter: string[]; host: string; port: string; bodyLimitMb: string; maxPixels: string; cacheMb: string; maskCacheMb: string; encoderQueue: string }) => {
       const port = Number(o.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a TCP port, got '${o.port}'`);
       if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
-      const cache = positive('--cache-mb', o.cacheMb) * 1024 * 1024;
+      // Every number checked before the (slow) model load.
+      const mb = (flag: string, v: string) => Math.round(positive(flag, v) * 1024 * 1024);
+      const limits = {
+        bodyLimit: mb('--body-limit-mb', o.bodyLimitMb), maxPixels: Math.round(positive('--max-pixels', o.maxPixels)),
+        imageBytes: mb('--cache-mb', o.cacheMb), embeddingBytes: mb('--cache-mb', o.cacheMb), maskBytes: mb('--mask-cache-mb', o.maskCacheMb),
+        encoderQueue: Math.round(positive('--encoder-queue', o.encoderQueue)),
+      };
       const models = loadModels({ checkpoint: o.checkpoint, config: readModelConfig(o.modelConfig), adapters: o.adapter }, (m) => console.error(m));
-      const server = await createServer({
-        models, bodyLimit: Math.round(positive('--body-limit-mb', o.bodyLimitMb) * 1024 * 1024), maxPixels: Math.round(positive('--max-pixels', o.maxPixels)),
-        imageBytes: cache, embeddingBytes: cache, encoderQueue: Math.round(positive('--encoder-queue', o.encoderQueue)), log: (m) => console.error(m),
-      });
+      const server = await createServer({ models, ...limits, log: (m) => console.error(m) });
       const address = await server.app.listen({ host: o.host, port });
       console.error(`naslora serve: ${address} (models: ${[...models.keys()].join(', ')}); Ctrl-C or SIGTERM to stop`);
       const stop = (sig: string) => {
