@@ -7,6 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { unpickle } from '../src/io/pickle.js';
+import { readJsonLines } from '../src/io/jsonl.js';
+import { RunDir } from '../src/train/run_dir.js';
 import { openCheckpoint, openPth } from '../src/io/pth.js';
 import { contiguousStride, pickleStateDict, writePth, zipStored } from '../src/io/pth_write.js';
 import { byteLength, readAll, type DType, type RawTensor, type TensorSource } from '../src/io/raw.js';
@@ -294,4 +296,25 @@ test('a synthetic ViT-B checkpoint (all 314 TSV names and shapes) round-trips la
   } finally {
     fs.rmSync(file, { force: true });
   }
+});
+
+test('JSON lines: a torn last line (a kill mid-append) is skipped and said; a bad line elsewhere names file and line; a resumed run drops the torn line', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'naslora-jsonl-'));
+  const f = path.join(dir, 'events.jsonl');
+  fs.writeFileSync(f, '{"step":1}\n{"step":2}\n{"st');
+  const notes: string[] = [];
+  assert.deepEqual(readJsonLines(f, (n) => notes.push(n)), [{ step: 1 }, { step: 2 }]);
+  assert.match(notes.join(), /events\.jsonl: the last line is incomplete/);
+  // RunDir's truncation on --resume rewrites the file without it, so new lines start clean.
+  const run = new RunDir(dir);
+  run.truncateEvents('events.jsonl', (e) => (e.step ?? 0) <= 1);
+  run.append('events.jsonl', { step: 2 });
+  assert.equal(fs.readFileSync(f, 'utf8'), '{"step":1}\n{"step":2}\n');
+  // A complete line that is not JSON, or not an object, is corruption, not a kill.
+  fs.writeFileSync(f, '{"step":1}\n{"st\n{"step":3}\n');
+  assert.throws(() => run.readJsonLines('events.jsonl'), /events\.jsonl: line 2 is not valid JSON/);
+  fs.writeFileSync(f, '{"step":1}\n[1]\n');
+  assert.throws(() => readJsonLines(f), /line 2 is not a JSON object/);
+  assert.deepEqual(run.readJsonLines('alpha_history.jsonl'), []);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

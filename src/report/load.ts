@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExamplesFile } from '../eval/examples.js';
+import { readJsonLines } from '../io/jsonl.js';
 import { mean, sampleSd } from '../eval/stats.js';
 
 export interface StepEvent { step: number; stage: string; loss: number; lr: number; grad_norm: number | null; t: number }
@@ -53,30 +54,6 @@ export interface RunData {
   notes: string[];
 }
 
-/** JSON lines; a torn last line is skipped with a note; any other bad line is an error naming file and line. */
-export function readJsonLines<T>(file: string, notes: string[]): T[] {
-  const text = fs.readFileSync(file, 'utf8');
-  const lines = text.split('\n');
-  const out: T[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (!line.trim()) continue;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      const last = lines.slice(i + 1).every((l) => !l.trim());
-      if (last && !text.endsWith('\n')) {
-        notes.push(`${path.basename(file)}: the last line is incomplete (written while the run was killed or still running) and was skipped`);
-        continue;
-      }
-      throw new Error(`${file}: line ${i + 1} is not valid JSON (${(e as Error).message}); the file is corrupt`);
-    }
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${file}: line ${i + 1} is not a JSON object; the file is corrupt`);
-    out.push(v as T);
-  }
-  return out;
-}
 
 export function readJson<T>(file: string): T {
   let text: string;
@@ -104,14 +81,14 @@ export function readRun(dir: string): RunData {
   const metrics = maybe<MetricsJson>(path.join(dir, 'metrics.json'));
   const eventsFile = path.join(dir, 'events.jsonl');
   let events: Array<{ type?: string } & Record<string, unknown>> = [];
-  if (fs.existsSync(eventsFile)) events = readJsonLines(eventsFile, notes);
+  if (fs.existsSync(eventsFile)) events = readJsonLines(eventsFile, (n) => notes.push(n));
   else if (metrics && metrics.seconds === 0 && metrics.trainable_parameters === 0) notes.push('an evaluation-only run (no training): no events.jsonl, so no curves');
   else throw new Error(`${eventsFile}: missing; ${dir} is not a run folder written by naslora train (or its events file was deleted)`);
   const of = <T>(type: string) => events.filter((e) => e.type === type) as unknown as T[];
   const steps = of<StepEvent>('step');
   const stages = of<StageEvent>('stage');
   const alphaFile = path.join(dir, 'alpha_history.jsonl');
-  const alpha = fs.existsSync(alphaFile) ? readJsonLines<AlphaRow>(alphaFile, notes) : [];
+  const alpha = fs.existsSync(alphaFile) ? readJsonLines<AlphaRow>(alphaFile, (n) => notes.push(n)) : [];
   const examplesDir = path.join(dir, 'examples');
   const ex = maybe<ExamplesFile>(path.join(examplesDir, 'examples.json'));
   const total = stages.find((s) => typeof s.total === 'number')?.total ?? null;

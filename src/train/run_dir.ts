@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readJsonLines } from '../io/jsonl.js';
 
 export class RunDir {
   /** write false: every write is skipped (data-parallel ranks other than 0 only read the folder). */
@@ -26,17 +27,9 @@ export class RunDir {
     writeFileAtomic(this.file(name), JSON.stringify(obj, null, 2) + '\n');
   }
 
+  /** A JSON-lines file of the run ([] if absent); a line torn by a kill mid-write is skipped. */
   readJsonLines<T>(name: string): T[] {
-    if (!fs.existsSync(this.file(name))) return [];
-    const lines = fs.readFileSync(this.file(name), 'utf8').split('\n').filter((l) => l.trim());
-    return lines.flatMap((line, i) => {
-      try {
-        return [JSON.parse(line) as T];
-      } catch (e) {
-        if (i === lines.length - 1) return [];  // a line torn by a kill mid-write
-        throw new Error(`${this.file(name)}: line ${i + 1} is not JSON (${(e as Error).message})`);
-      }
-    });
+    return fs.existsSync(this.file(name)) ? readJsonLines<T>(this.file(name)) : [];
   }
 
   /** Drops event lines written after `step` (they belong to work a resumed run redoes). */
