@@ -137,8 +137,8 @@ export function readAdapterConfig(dir: string): AdapterFileConfig {
  * cells). Checks the base checkpoint's hash when both are known, and every name and shape,
  * before changing the model's weights.
  */
-export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string | null } = {}): { config: AdapterFileConfig; layers: InjectedLayer[] } {
-  const cfg = readAdapterConfig(dir);
+export function loadAdapter(dir: string, model: Module, o: { baseSha256?: string | null; config?: AdapterFileConfig } = {}): { config: AdapterFileConfig; layers: InjectedLayer[] } {
+  const cfg = o.config ?? readAdapterConfig(dir);  // callers that looked at it first pass what they read
   if (cfg.base.sha256 && o.baseSha256 && cfg.base.sha256 !== o.baseSha256) {
     throw new Error(`adapter ${dir} was trained on a different base checkpoint (sha256 ${cfg.base.sha256.slice(0, 12)}…, this one is ${o.baseSha256.slice(0, 12)}…)`);
   }

@@ -11,7 +11,7 @@ import {
   decodeSample, iterateBatches, loadSample, validRegion, type Batch, type BatchPrompts, type LoaderOptions, type SampleCache, type SampleSource,
 } from '../data/loader.js';
 import { MetricsAggregator, METRIC_NAMES, type ImageMetrics, type MetricRow } from './metrics.js';
-import { classRow, classSummary, type ClassRow } from './multiclass.js';
+import { classRow, classSummary, isClassSummary, type ClassRow } from './multiclass.js';
 import type { ClassSpec } from '../data/classes.js';
 
 export type Resolution = 'original' | 'label';
@@ -147,7 +147,7 @@ export function writeEvalReport(dir: string, r: EvalReport, extra: Record<string
   writeFileAtomic(path.join(dir, 'summary.json'), JSON.stringify({ ...extra, ...r.summary }, null, 2) + '\n');
   const names = METRIC_NAMES.filter((k) => r.rows.length === 0 || k in r.rows[0]!);
   // Multi-class: the image's mDice/mIoU, pixel accuracy, then IoU and Dice per class (empty where the class is in neither map).
-  const classes = 'classes' in r.summary ? (r.summary as { classes: { names: string[] } }).classes.names : null;
+  const classes = isClassSummary(r.summary) ? r.summary.classes.names : null;
   const fmt = (v: number | null) => (v === null || Number.isNaN(v) ? '' : v.toFixed(6));
   const head = ['id', ...names, ...(classes ? ['pixel_accuracy', ...classes.map((c) => `iou_${c}`), ...classes.map((c) => `dice_${c}`)] : [])].map(csvField).join(',');
   const lines = r.rows.map((row) => {

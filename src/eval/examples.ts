@@ -75,19 +75,19 @@ export async function saveExamples(
   const picked = items.filter((s) => chosen.has(s.id));
   const out: ExampleItem[] = [];
   let k = 0;
+  const rule = o.classes ?? o.threshold;
   for (const s of picked) {
-    const rule = o.classes ?? o.threshold;
     const d = 'rgb' in s ? s : o.cache ? await o.cache.get(s, rule) : await decodeSample(s, rule);
     let pred: Uint8Array | null = null;
     for await (const b of iterateBatches([d], {
       imageSize: o.imageSize, labelSize: o.labelSize, resize: o.resize, threshold: o.threshold, classes: o.classes, augment: null, batchSize: 1, shuffle: false,
     })) {
-      const out = noGrad(() => tidy(() => {
+      const values = noGrad(() => tidy(() => {
         const x = tensor(b.images, [1, 3, b.imageSize, b.imageSize], { device: o.device });
         const logits = logitsToOriginal(model.forward(x, o.prompts?.(b) ?? null), o.imageSize, d.height, d.width, o.resize);
         return o.classes ? logits.argmax(1).toFloat32Array() : logits.sigmoid().toFloat32Array();
       }));
-      pred = o.classes ? Uint8Array.from(out) : Uint8Array.from(out, (p) => (p > o.probThreshold ? 255 : 0));
+      pred = o.classes ? Uint8Array.from(values) : Uint8Array.from(values, (p) => (p > o.probThreshold ? 255 : 0));
     }
     const name = (what: string) => `${k}_${what}.png`;
     const gray = (m: Uint8Array) => sharp(m, { raw: { width: d.width, height: d.height, channels: 1 } }).png().toBuffer();

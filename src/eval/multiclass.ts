@@ -98,7 +98,6 @@ export function argmaxClasses(logits: ArrayLike<number>, k: number, hw: number):
 
 // ---------------------------------------------------------------- rows and summaries for reports
 
-
 /** ClassCounts as plain arrays (JSON: per-image rows travel between ranks and into test_per_image.json). */
 export interface CountsJson { inter: number[]; pred: number[]; gt: number[]; correct: number; valid: number }
 

@@ -64,9 +64,6 @@ export class ImageBudget {
 
 export interface Panels { image: Buffer; gt: Buffer; pred: Buffer; error: Buffer; width: number; height: number }
 
-/** The classes of a multi-class example set (examples.json `classes`). */
-export type PanelClasses = ExampleClasses;
-
 /** A class-index PNG as written by eval/examples.ts (values kept, not thresholded). */
 export async function readClassMap(file: string): Promise<Mask> {
   if (!fs.existsSync(file)) throw new Error(`${file}: missing (examples/ is incomplete)`);
@@ -88,7 +85,7 @@ export function classErrorPng(gt: Mask, pred: Mask, ignoreIndex: number | null):
 }
 
 /** The four panels of one saved example (files from eval/examples.ts); `classes` for multi-class examples. */
-export async function examplePanels(dir: string, files: { image: string; gt: string; pred: string }, classes: PanelClasses | null = null): Promise<Panels> {
+export async function examplePanels(dir: string, files: { image: string; gt: string; pred: string }, classes: ExampleClasses | null = null): Promise<Panels> {
   const imageFile = path.join(dir, files.image);
   if (!fs.existsSync(imageFile)) throw new Error(`${imageFile}: missing (examples/ is incomplete)`);
   const image = fs.readFileSync(imageFile);
@@ -102,13 +99,11 @@ export async function examplePanels(dir: string, files: { image: string; gt: str
   return { image, gt: await maskPng(gt, COLOURS.gt), pred: await maskPng(pred, COLOURS.pred), error: await errorPng(gt, pred), width: gt.width, height: gt.height };
 }
 
-export function classLegendHtml(c: PanelClasses): string {
+export function classLegendHtml(c: ExampleClasses): string {
   const sw = (col: readonly number[], label: string) => `<span style="background:rgb(${col.join(',')})"></span>${esc(label)}`;
   return `<p class="legend muted" id="class-legend">classes: ${c.names.map((n, i) => sw(c.colours[i]!, n)).join('')}${c.ignore_index === null ? '' : sw([255, 255, 255], `ignored (${c.ignore_index})`)}</p>`
     + `<p class="legend muted">error map: ${sw(COLOURS.tp, 'right class')}${sw(COLOURS.fp, 'wrong class')}${c.ignore_index === null ? '' : sw(COLOURS.tn, 'ignored')}</p>`;
 }
-
-
 
 export function legendHtml(): string {
   const sw = (c: readonly number[], label: string) => `<span style="background:rgb(${c.join(',')})"></span>${label}`;

@@ -54,7 +54,6 @@ export interface RunData {
   notes: string[];
 }
 
-
 export function readJson<T>(file: string): T {
   let text: string;
   try {

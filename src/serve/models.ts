@@ -44,17 +44,19 @@ export function loadModels(spec: ModelSpec, log: (m: string) => void = () => und
     const [name, dir] = adapterName(a);
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new Error(`--adapter ${a}: the name '${name}' must be 1-64 letters, digits, '.', '_' or '-' (give name=dir)`);
     if (out.has(name)) throw new Error(`--adapter ${a}: the name '${name}' is taken (give name=dir)`);
-    const m = load();
+    let m: Sam | null = null;
     try {
       // The server answers clicks (points, boxes); a multi-class adapter segments whole images without prompts.
-      const cls = readAdapterConfig(dir).classes;
+      const read = readAdapterConfig(dir);
+      const cls = read.classes;
       if (cls) throw new Error(`a multi-class adapter (${cls.names.length} classes) is prompt-free and has no click-based use here; use naslora predict --adapter ${dir} --image <file>`);
-      const { config } = loadAdapter(dir, m, { baseSha256: sha });
+      m = load();
+      const { config } = loadAdapter(dir, m, { baseSha256: sha, config: read });
       m.eval();
       out.set(name, { name, model: m, adapter: config, adapterDir: dir });
       log(`adapter ${name}: ${config.method.name} from ${dir}`);
     } catch (e) {
-      m.dispose();
+      m?.dispose();
       for (const x of out.values()) x.model.dispose();
       throw new Error(`--adapter ${a}: ${(e as Error).message}`);
     }

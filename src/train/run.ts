@@ -102,9 +102,8 @@ export function buildModel(cfg: RunConfig, log: (m: string) => void, rt: Runtime
   if (spec) sam.mask_decoder.addClassHeads(spec.names.length);
   // Everything the model holds (SAM, adapters, NAS α, Conv-LoRA experts) moves once, here.
   sam.to(rt.device);
-  const seg: SegModel = spec
-    ? { module: sam, forward: (images) => autocast(rt, () => segmentClassLogits(sam, images)) }
-    : { module: sam, forward: (images, prompts) => autocast(rt, () => segmentLogits(sam, images, prompts)) };
+  const segment: SegModel['forward'] = spec ? (images) => segmentClassLogits(sam, images) : (images, prompts) => segmentLogits(sam, images, prompts);
+  const seg: SegModel = { module: sam, forward: (images, prompts) => autocast(rt, () => segment(images, prompts)) };
   return { sam, seg, layers, baseSha256, config, runtime: rt };
 }
 

@@ -57,9 +57,8 @@ export function registerEval(program: Command): void {
         // A multi-class adapter carries its classes: masks are read as class maps, the model gives K maps.
         const classes = adapterClassSpec(m.adapter);
         const resize = o.resize ?? m.adapter?.input?.resize ?? 'squash';
-        const model = classes
-          ? { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segmentClassLogits(m.loaded.model, x)) }
-          : { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segmentLogits(m.loaded.model, x)) };
+        const segment = classes ? segmentClassLogits : segmentLogits;
+        const model = { forward: (x: Parameters<typeof segmentLogits>[1]) => autocast(rt, () => segment(m.loaded.model, x)) };
         const predDir = o.savePredictions;
         if (predDir) fs.mkdirSync(predDir, { recursive: true });
         const common = {

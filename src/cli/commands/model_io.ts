@@ -36,21 +36,29 @@ export function adapterClassSpec(a: AdapterFileConfig | null): ClassSpec | null 
   return c ? { names: [...c.names], colours: c.colours, ignoreIndex: c.ignore_index } : null;
 }
 
+/** An adapter folder (resolved as resolveAdapterDir does) with its adapter_config.json, read once. */
+export interface CliAdapter { dir: string; config: AdapterFileConfig }
+
+export function readCliAdapter(arg: string): CliAdapter {
+  const dir = resolveAdapterDir(arg);
+  return { dir, config: readAdapterConfig(dir) };
+}
+
 /**
- * SAM from --checkpoint, with the adapter when given. The input size: --image-size, else the size
- * the adapter was trained at (adapter_config.json `input`, said on stderr when it differs from the
- * checkpoint's), else the checkpoint's.
+ * SAM from --checkpoint, with the adapter when given (a folder, or one readCliAdapter already read).
+ * The input size: --image-size, else the size the adapter was trained at (adapter_config.json
+ * `input`, said on stderr when it differs from the checkpoint's), else the checkpoint's.
  */
-export function loadCliModel(o: { checkpoint: string; modelConfig?: string; adapter?: string; imageSize?: number }): CliModel {
+export function loadCliModel(o: { checkpoint: string; modelConfig?: string; adapter?: string | CliAdapter; imageSize?: number }): CliModel {
   if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
-  const adapterDir = o.adapter ? resolveAdapterDir(o.adapter) : null;
-  const trainedAt = adapterDir && o.imageSize === undefined ? readAdapterConfig(adapterDir).input?.image_size : undefined;
+  const adapter = typeof o.adapter === 'string' ? readCliAdapter(o.adapter) : o.adapter ?? null;
+  const trainedAt = adapter && o.imageSize === undefined ? adapter.config.input?.image_size : undefined;
   const loaded = loadSamFile(o.checkpoint, { config: readModelConfig(o.modelConfig), imgSize: o.imageSize ?? trainedAt });
   if (trainedAt !== undefined && loaded.resized.length) console.error(`note: input size ${trainedAt}, as the adapter was trained (adapter_config.json input.image_size; --image-size sets another)`);
-  if (!adapterDir) return { loaded, adapter: null, layers: [], adapterDir: null };
+  if (!adapter) return { loaded, adapter: null, layers: [], adapterDir: null };
   try {
-    const { config, layers } = loadAdapter(adapterDir, loaded.model, { baseSha256: sha256File(o.checkpoint) });
-    return { loaded, adapter: config, layers, adapterDir };
+    const { config, layers } = loadAdapter(adapter.dir, loaded.model, { baseSha256: sha256File(o.checkpoint), config: adapter.config });
+    return { loaded, adapter: config, layers, adapterDir: adapter.dir };
   } catch (e) {
     loaded.model.dispose();
     throw e;

@@ -9,7 +9,7 @@ import { decodeImage, encodeClassOverlayPng, encodeClassPng, encodeMaskPng, enco
 import type { RawTensor } from '../../io/raw.js';
 import { readSafetensors, writeSafetensors } from '../../io/safetensors.js';
 import { SamPredictor } from '../../model/sam/predictor.js';
-import { adapterClassSpec, loadCliModel, type CliModel } from './model_io.js';
+import { adapterClassSpec, loadCliModel, readCliAdapter, type CliModel } from './model_io.js';
 import { autocast, noGrad, tensor, tidy } from '../../engine/index.js';
 import { segmentClassLogits } from '../../model/sam/segment.js';
 import { logitsToOriginal } from '../../eval/evaluate.js';
@@ -146,36 +146,26 @@ async function predict(o: PredictArgs): Promise<void> {
   const points = o.point.map(parsePoint);
   const boxes = o.box.map(parseBox);
   if (!fs.existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such file`);
-  const m0 = o.adapter ? loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter }) : null;
-  const spec = adapterClassSpec(m0?.adapter ?? null);
+  const adapter = o.adapter ? readCliAdapter(o.adapter) : undefined;
+  const spec = adapterClassSpec(adapter?.config ?? null);
+  if (spec && (points.length || boxes.length || o.maskInput || o.multimask))
+    throw new Error(`${o.adapter} is a multi-class adapter (${spec.names.length} classes), which segments the whole image without prompts: drop --point, --box, --mask-input and --multimask`);
+  if (!spec && !points.length && !boxes.length && !o.maskInput) throw new Error('give at least one prompt: --point, --box or --mask-input');
+  const img = await decodeImage(o.image);
+  points.forEach((p) => checkInside(`--point ${p.x},${p.y},${p.label}`, [p.x], [p.y], img));
+  boxes.forEach((b) => checkInside(`--box ${b.join(',')}`, [b[0], b[2]], [b[1], b[3]], img));
+  const m = loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter });
   if (spec) {
     // Multi-class adapters are prompt-free: one map per class for the whole image.
     try {
-      if (points.length || boxes.length || o.maskInput || o.multimask)
-        throw new Error(`${o.adapter} is a multi-class adapter (${spec.names.length} classes), which segments the whole image without prompts: drop --point, --box, --mask-input and --multimask`);
-      const img = await decodeImage(o.image);
-      m0!.loaded.model.eval();
-      m0!.loaded.model.to(rt.device);
-      await predictClasses(m0!, spec, img, o.image, rt, o.out);
+      m.loaded.model.eval();
+      m.loaded.model.to(rt.device);
+      await predictClasses(m, spec, img, o.image, rt, o.out);
     } finally {
-      m0!.loaded.model.dispose();
+      m.loaded.model.dispose();
     }
     return;
   }
-  if (!points.length && !boxes.length && !o.maskInput) {
-    m0?.loaded.model.dispose();
-    throw new Error('give at least one prompt: --point, --box or --mask-input');
-  }
-  let img: RgbImage;
-  try {
-    img = await decodeImage(o.image);
-    points.forEach((p) => checkInside(`--point ${p.x},${p.y},${p.label}`, [p.x], [p.y], img));
-    boxes.forEach((b) => checkInside(`--box ${b.join(',')}`, [b[0], b[2]], [b[1], b[3]], img));
-  } catch (e) {
-    m0?.loaded.model.dispose();
-    throw e;
-  }
-  const m = m0 ?? loadCliModel({ checkpoint: o.checkpoint, modelConfig: o.modelConfig, adapter: o.adapter });
   const model = m.loaded.model;
   const predictor = new SamPredictor(model);
   try {
