@@ -172,6 +172,7 @@ test('train → eval → predict: a tiny SAM with LoRA learns 4 classes (mIoU > 
     });
     const lines = await page.evaluate(() => document.querySelectorAll('.chart[data-kind="eval"] g.mark-line.role-mark path').length);
     assert.equal(lines, 3 + 4, 'mDice, mIoU, pixel accuracy and one IoU line per class');
+    assert.match(await page.evaluate(() => document.body.textContent!), /Best val mDice \d\.\d{4} at step/);
     const legend = await page.evaluate(() => document.getElementById('class-legend')?.textContent ?? '');
     for (const n of s.classes.names) assert.ok(legend.includes(n), n);
     const panels = await page.evaluate(async () => Promise.all([...document.querySelectorAll<HTMLImageElement>('.example img[data-panel="prediction"]')].map(async (img) => {

@@ -40,7 +40,7 @@ function summaryTable(r: RunData): string {
   const what = multi
     ? 'Multi-class: Dice and IoU are mDice and mIoU, from the per-class sums over the split, averaged over the classes present (in prediction or ground truth)'
     : 'Mean over images';
-  return `<p class="muted">${what}${res ? `; test ${res}` : ''}.${m.best ? ` Best ${esc(m.best.split)} Dice ${m.best.dice.toFixed(4)} at step ${m.best.step} (checkpoints/best).` : ''}</p>`
+  return `<p class="muted">${what}${res ? `; test ${res}` : ''}.${m.best ? ` Best ${esc(m.best.split)} ${multi ? 'mDice' : 'Dice'} ${m.best.dice.toFixed(4)} at step ${m.best.step} (checkpoints/best).` : ''}</p>`
     + table({
       id: 'metrics-table', head: ['split', 'images', ...keys.map(label)],
       rows: splits.map((s) => [`<td data-split="${s}">${s}</td>`, num(m[s]!.count), ...keys.map((k) => `${num(m[s]![k]).replace('<td', `<td data-metric="${k}"`)}`)]),
